@@ -1,0 +1,128 @@
+"""The PPO-clip policy loss of the GRPO family, with the loss aggregations that tell its variants apart.
+
+Per-token tensors are (B, T): B completions, T padded completion tokens; ``mask`` marks real
+completion tokens. Definitions follow TRL's ``GRPOTrainer._compute_loss``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from frugalrl.algo.kl import KL_ESTIMATORS
+from frugalrl.registry import Registry
+
+Aggregation = Callable[[Tensor, Tensor, int | None], Tensor]
+
+LOSS_AGGREGATIONS = Registry[Aggregation]("loss aggregation")
+
+
+def _masked(per_token: Tensor, mask: Tensor) -> Tensor:
+    """per_token where mask, else 0 (where, not a product: a padded inf or NaN must not leak in)."""
+    return torch.where(mask.bool(), per_token, 0.0)
+
+
+@LOSS_AGGREGATIONS.register("seq_mean_token_mean")
+def seq_mean_token_mean(
+    per_token: Tensor, mask: Tensor, max_completion_length: int | None = None
+) -> Tensor:
+    """L = (1/B) sum_i (sum_t m_it x_it) / max(1, sum_t m_it)   (GRPO, open-rs; TRL "grpo").
+
+    Each completion weighs the same, so tokens of long completions count less. A completion
+    without valid tokens contributes 0 but still counts in B, as in TRL.
+    """
+    per_seq = _masked(per_token, mask).sum(-1) / mask.sum(-1).clamp(min=1)
+    return per_seq.mean()
+
+
+@LOSS_AGGREGATIONS.register("token_mean")
+def token_mean(per_token: Tensor, mask: Tensor, max_completion_length: int | None = None) -> Tensor:
+    """L = sum_it m_it x_it / max(1, sum_it m_it)   (DAPO token-level loss; TRL "bnpo").
+
+    Every token weighs the same, so long completions are not diluted.
+    """
+    return _masked(per_token, mask).sum() / mask.sum().clamp(min=1)
+
+
+@LOSS_AGGREGATIONS.register("seq_mean_token_sum_norm")
+def seq_mean_token_sum_norm(
+    per_token: Tensor, mask: Tensor, max_completion_length: int | None = None
+) -> Tensor:
+    """L = (1/B) sum_i (sum_t m_it x_it) / max_completion_length   (Dr. GRPO; TRL "dr_grpo").
+
+    A constant divisor removes the length bias of dividing by each completion's own length.
+    """
+    if max_completion_length is None or max_completion_length <= 0:
+        raise ValueError(
+            "seq_mean_token_sum_norm needs max_completion_length > 0, "
+            f"got {max_completion_length!r}"
+        )
+    return _masked(per_token, mask).sum(-1).mean() / max_completion_length
+
+
+@dataclass
+class PolicyLossOutput:
+    """The loss to backpropagate, plus detached statistics for logging."""
+
+    loss: Tensor
+    clip_fraction: float  # share of valid tokens whose gradient the clip removed
+    kl: float  # mean per-token KL to the reference over valid tokens; 0.0 without one
+    ratio_mean: float  # mean pi / pi_old over valid tokens
+
+
+def _token_mean(x: Tensor, mask: Tensor) -> float:
+    """sum(m * x) / max(1, sum(m)) as a float, for logging."""
+    return float(token_mean(x.detach(), mask))
+
+
+def ppo_clip_loss(
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    *,
+    eps_low: float = 0.2,
+    eps_high: float = 0.2,
+    ref_logp: Tensor | None = None,
+    beta: float = 0.0,
+    kl_estimator: str = "k3",
+    aggregation: str = "seq_mean_token_mean",
+    max_completion_length: int | None = None,
+) -> PolicyLossOutput:
+    """PPO-clip loss, aggregated over tokens and completions by ``aggregation``.
+
+    ratio = exp(logp - old_logp)
+    x_t = -min(ratio * A, clip(ratio, 1 - eps_low, 1 + eps_high) * A) + beta * KL(logp, ref_logp)
+
+    logp, old_logp, ref_logp, mask: (B, T); advantages: (B,). The KL term is added per token
+    before aggregation, as TRL does. With one optimisation pass per batch (old_logp = logp.detach())
+    the ratio is 1 and this is the plain policy gradient.
+    """
+    if beta > 0 and ref_logp is None:
+        raise ValueError("beta > 0 needs ref_logp")
+    # Look both up first so a misspelt name fails even on the path that would not use it.
+    kl_fn = KL_ESTIMATORS.get(kl_estimator)
+    aggregate = LOSS_AGGREGATIONS.get(aggregation)
+    adv = advantages.unsqueeze(-1)  # (B, 1): one advantage for every token of a completion
+    ratio = torch.exp(logp - old_logp)
+    clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)
+    per_token = -torch.min(ratio * adv, clipped * adv)
+
+    kl = kl_fn(logp, ref_logp) if ref_logp is not None else None
+    if kl is not None and beta > 0:
+        per_token = per_token + beta * kl
+
+    loss = aggregate(per_token, mask, max_completion_length)
+
+    # Clipping only zeroes the gradient when it lowers the objective: ratio too low for A < 0,
+    # too high for A > 0 (TRL's clip_ratio/region_mean).
+    is_clipped = ((ratio < 1 - eps_low) & (adv < 0)) | ((ratio > 1 + eps_high) & (adv > 0))
+    return PolicyLossOutput(
+        loss=loss,
+        clip_fraction=_token_mean(is_clipped.to(ratio.dtype), mask),
+        kl=_token_mean(kl, mask) if kl is not None else 0.0,
+        ratio_mean=_token_mean(ratio, mask),
+    )
