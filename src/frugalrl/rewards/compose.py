@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from frugalrl.errors import UserError
-from frugalrl.rewards.registry import REWARDS
+from frugalrl.rewards.registry import resolve_reward
 from frugalrl.sample import Sample
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def score_group(
         raise UserError(f"each reward may appear once in a recipe; got {', '.join(names)}")
     per_reward: dict[str, list[float | None]] = {}
     for spec in specs:
-        fn = REWARDS.get(spec.name)
+        fn = resolve_reward(spec.name)
         try:
             inspect.signature(fn).bind(samples, **spec.params)
         except TypeError as e:

@@ -1,0 +1,5 @@
+import sys
+
+from frugalrl.cli import main
+
+sys.exit(main())

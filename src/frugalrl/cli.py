@@ -1,0 +1,96 @@
+"""The ``frugalrl`` command: train | demo (| eval | report | curate as they land).
+
+User errors (bad recipe, missing file, unknown name) print one line and exit 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from frugalrl.errors import UserError
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from frugalrl.config import load_config
+    from frugalrl.train.loop import train
+
+    if args.recipe is None and args.resume is None:
+        raise UserError("train needs a RECIPE.yaml (or --resume RUN_DIR)")
+    overrides = list(args.set or [])
+    if args.resume is not None:
+        run_dir = Path(args.resume)
+        saved = run_dir / "config.yaml"
+        if not saved.is_file():
+            raise UserError(f"--resume: {saved} not found (is {run_dir} a run directory?)")
+        recipe = args.recipe or saved
+        overrides.append(f"train.output_dir={run_dir}")
+    else:
+        recipe = args.recipe
+    config = load_config(recipe, overrides)
+    summary = train(config, resume=args.resume is not None)
+    _print_summary(summary)
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from frugalrl.demo.run import run_demo
+
+    summary = run_demo(Path(args.out), overrides=list(args.set or []), fresh=args.fresh)
+    _print_summary(summary)
+
+
+def _print_summary(summary: dict) -> None:
+    ev = summary.get("eval", {})
+    for label in ("base", "final"):
+        if label in ev:
+            e = ev[label]
+            lo, hi = e["accuracy_ci95"]
+            print(
+                f"{label:>5}: held-out accuracy {100 * e['accuracy']:.1f}% "
+                f"[{100 * lo:.1f}, {100 * hi:.1f}]  mean tokens {e['mean_tokens']:.1f}"
+            )
+    print(f"steps {summary.get('steps')}  wall {summary.get('wall_seconds', 0):.0f} s")
+    print(f"report: {summary.get('report')}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="frugalrl", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train from a YAML recipe")
+    p.add_argument("recipe", nargs="?", help="recipe YAML (optional with --resume)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. optim.lr=1e-6")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("demo", help="the built-in miniature open-rs experiment, offline on a CPU")
+    p.add_argument("--out", default="runs/demo", help="where the demo writes (default runs/demo)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override the demo recipe")
+    p.add_argument("--fresh", action="store_true", help="rebuild the SFT base even if cached")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.func(args)
+    except UserError as e:
+        if args.verbose:
+            raise
+        print(f"frugalrl: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("frugalrl: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""The experiment config: one typed tree, loaded from a YAML recipe plus ``--set`` overrides.
+
+Every option is documented where it is declared, with its default and the reason for it.
+Defaults follow the open-rs recipe (Dang & Ngo 2025, see PAPERS.md §1) unless noted.
+Unknown keys and bad values are user errors that name the key and the valid choices.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from frugalrl.errors import UserError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    name_or_path: str = Field(
+        "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B",
+        description="HF hub id or local directory; loaded with AutoModelForCausalLM.from_pretrained.",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="'auto': bfloat16 on a GPU that supports it, float32 on CPU."
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Trade compute for memory; open-rs turns it on for the 1.5B model."
+    )
+    trust_remote_code: bool = False
+
+
+class DataConfig(_Section):
+    path: str = Field(
+        "", description="Training problems: a JSONL/JSON/parquet file, or a HF dataset name."
+    )
+    split: str = Field("train", description="Split to read when `path` is a HF dataset.")
+    problem_field: str = Field("problem", description="Field holding the problem text.")
+    answer_field: str = Field("answer", description="Field holding the gold final answer.")
+    prompt_template: str = Field(
+        "plain",
+        description="Named template (see frugalrl.data.prompts) or a format string with {problem}.",
+    )
+    system_prompt: str | None = Field(
+        None, description="System turn; None uses the template's own (if any)."
+    )
+    max_prompt_tokens: int = Field(512, gt=0, description="open-rs: 512; longer prompts are dropped.")
+    limit: int | None = Field(None, gt=0, description="Use only the first N problems (debugging).")
+
+
+class RolloutConfig(_Section):
+    engine: str = Field("hf", description="Generation engine by name: 'hf' (transformers generate).")
+    num_generations: int = Field(
+        6, ge=2, description="G completions per prompt; open-rs uses 6 (a group needs ≥ 2)."
+    )
+    temperature: float = Field(0.7, gt=0, description="Sampling temperature; open-rs: 0.7.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling; open-rs: 1.0 (off).")
+    max_completion_tokens: int = Field(
+        3584, gt=0, description="Length cap; open-rs: 3,584 (a completion hitting it is truncated)."
+    )
+    batch_size: int = Field(
+        256, gt=0, description="Most sequences per generate call (bounds rollout memory)."
+    )
+
+
+class RewardConfig(_Section):
+    """One weighted reward term; any further keys are the reward's own parameters."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    name: str = Field(description="Registered reward name, or 'module:function' for your own.")
+    weight: float = Field(1.0, description="Weight of this term in the total reward.")
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+def _default_rewards() -> list[RewardConfig]:
+    return [RewardConfig(name="accuracy", weight=1.0), RewardConfig(name="format", weight=1.0)]
+
+
+class AlgoConfig(_Section):
+    advantage: str = Field("grpo", description="Advantage estimator by name (frugalrl.algo).")
+    advantage_eps: float = Field(1e-4, ge=0, description="open-rs: (r − mean)/(std + 1e-4).")
+    loss_aggregation: str = Field(
+        "seq_mean_token_mean", description="How per-token losses become one number (GRPO default)."
+    )
+    epsilon_low: float = Field(0.2, ge=0, description="PPO clip below 1; open-rs/GRPO: 0.2.")
+    epsilon_high: float = Field(0.2, ge=0, description="PPO clip above 1; DAPO clip-higher: 0.28.")
+    beta: float = Field(0.04, ge=0, description="KL-to-reference weight; open-rs: 0.04; 0 = no ref.")
+    kl_estimator: str = Field("k3", description="KL estimator by name; open-rs/TRL use k3.")
+    num_iterations: int = Field(
+        1, ge=1, description="μ: optimisation passes per generated batch; open-rs: 1."
+    )
+    mask_truncated: bool = Field(
+        False, description="Drop truncated completions from the loss (DAPO overlong filtering)."
+    )
+
+
+class OptimConfig(_Section):
+    lr: float = Field(1e-6, gt=0, description="Peak learning rate; open-rs: 1e-6.")
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.99)
+    lr_scheduler: Literal["cosine", "constant"] = Field(
+        "cosine", description="open-rs: cosine decaying to min_lr_ratio × lr."
+    )
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="open-rs: 0.1.")
+    warmup_ratio: float = Field(0.1, ge=0, le=1, description="open-rs: 10% of the steps.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping (TRL default 1.0).")
+
+
+class TrainConfig(_Section):
+    steps: int = Field(500, gt=0, description="Generation batches to train on; open-rs: 500.")
+    prompts_per_step: int = Field(
+        12, gt=0, description="Prompts per batch; open-rs: 12 (×6 = 72 completions)."
+    )
+    micro_batch_size: int = Field(
+        6, gt=0, description="Completions per forward/backward; the rest is gradient accumulation."
+    )
+    seed: int = Field(42, description="open-rs: 42.")
+    save_every: int = Field(50, ge=0, description="Checkpoint every N steps (0: only at the end).")
+    save_total_limit: int = Field(2, ge=1, description="Keep only the newest N checkpoints.")
+    output_dir: str = Field("runs/{name}", description="Run directory; {name} is the recipe name.")
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    threads: int | None = Field(None, gt=0, description="torch CPU threads (None: torch default).")
+
+
+class EvalConfig(_Section):
+    path: str | None = Field(None, description="Held-out problems (JSONL); None: no evaluation.")
+    num_problems: int | None = Field(None, gt=0, description="Evaluate the first N problems.")
+    samples_per_problem: int = Field(4, gt=0, description="k samples per problem, averaged (avg@k).")
+    temperature: float = Field(0.6, gt=0, description="open-rs / Arora & Zanette evaluate at 0.6.")
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_new_tokens: int | None = Field(None, gt=0, description="None: the rollout length cap.")
+    before: bool = Field(True, description="Evaluate the starting model, for the base row.")
+    after: bool = Field(True, description="Evaluate the trained model, for the final row.")
+
+
+class LoggingConfig(_Section):
+    tensorboard: bool = True
+    wandb: bool | None = Field(None, description="None: use wandb when installed and configured.")
+    progress: bool = Field(True, description="Progress bars on the console.")
+
+
+class Config(_Section):
+    name: str = Field("run", description="Recipe name; also names the default run directory.")
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    rewards: list[RewardConfig] = Field(default_factory=_default_rewards)
+    algo: AlgoConfig = AlgoConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @field_validator("rewards")
+    @classmethod
+    def _rewards_not_empty(cls, v: list[RewardConfig]) -> list[RewardConfig]:
+        if not v:
+            raise ValueError("at least one reward is needed")
+        return v
+
+    @model_validator(mode="after")
+    def _check_names(self) -> Config:
+        # Registry names are checked here, so a typo fails before any model is loaded.
+        from frugalrl.algo import ADVANTAGES, KL_ESTIMATORS, LOSS_AGGREGATIONS
+        from frugalrl.rewards.registry import resolve_reward
+        from frugalrl.rollout import ROLLOUT_ENGINES
+
+        ADVANTAGES.get(self.algo.advantage)
+        LOSS_AGGREGATIONS.get(self.algo.loss_aggregation)
+        KL_ESTIMATORS.get(self.algo.kl_estimator)
+        ROLLOUT_ENGINES.get(self.rollout.engine)
+        for reward in self.rewards:
+            resolve_reward(reward.name)
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.train.output_dir.format(name=self.name))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        parent = _section_at(first["loc"][:-1])
+        choices = f"; valid keys: {', '.join(parent.model_fields)}" if parent else ""
+        return f"{source}: unknown key '{key}'{choices}"
+    value = first.get("input")
+    return f"{source}: bad value for '{key}' ({value!r}): {first['msg']}"
+
+
+def _section_at(loc: tuple) -> type[BaseModel] | None:
+    cls: type[BaseModel] = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = cls.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None) if field else None
+        inner = getattr(ann, "__args__", (ann,))[0] if ann is not None else None
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            cls = ann
+        elif isinstance(inner, type) and issubclass(inner, BaseModel):
+            cls = inner
+        else:
+            return None
+    return cls
+
+
+def _parse_scalar(text: str) -> Any:
+    """`--set` values are YAML scalars: 1e-6, true, null, [1, 2] all mean what YAML says."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=value`` overrides to a raw recipe dict (list items by index: rewards.0.weight)."""
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"--set expects key=value, got '{item}'")
+        dotted, raw = item.split("=", 1)
+        parts = dotted.strip().split(".")
+        node: Any = data
+        for i, part in enumerate(parts[:-1]):
+            if isinstance(node, list):
+                node = node[_list_index(part, node, dotted)]
+            else:
+                if not isinstance(node.setdefault(part, {}), dict | list):
+                    raise UserError(f"--set {dotted}: '{'.'.join(parts[: i + 1])}' is not a section")
+                node = node[part]
+        last = parts[-1]
+        if isinstance(node, list):
+            node[_list_index(last, node, dotted)] = _parse_scalar(raw)
+        else:
+            node[last] = _parse_scalar(raw)
+    return data
+
+
+def _list_index(part: str, node: list, dotted: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise UserError(f"--set {dotted}: '{part}' is not an index of a list of {len(node)}")
+    return int(part)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise UserError(_format_validation_error(err, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML recipe, apply ``--set`` overrides, validate. Errors are one-line UserErrors."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"recipe file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: not valid YAML ({err.__class__.__name__}: {err})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
+    return config_from_dict(apply_overrides(data, overrides or []), source=str(path))

@@ -1,0 +1,6 @@
+"""Problem datasets and the prompts built from them."""
+
+from frugalrl.data.dataset import load_problems
+from frugalrl.data.prompts import PROMPT_TEMPLATES, build_messages, render_prompt
+
+__all__ = ["PROMPT_TEMPLATES", "build_messages", "load_problems", "render_prompt"]

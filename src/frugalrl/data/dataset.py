@@ -1,0 +1,79 @@
+"""Loading problems (a problem text and a gold answer per row) from files or the HF hub."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from frugalrl.errors import UserError
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            rows.append(row)
+    return rows
+
+
+def _read_any(path: str, split: str) -> list[dict[str, Any]]:
+    p = Path(path)
+    if p.suffix == ".jsonl":
+        if not p.is_file():
+            raise UserError(f"data file not found: {p}")
+        return _read_jsonl(p)
+    if p.suffix in {".json", ".parquet", ".csv"}:
+        if not p.is_file():
+            raise UserError(f"data file not found: {p}")
+        import datasets
+
+        kind = {".json": "json", ".parquet": "parquet", ".csv": "csv"}[p.suffix]
+        return list(datasets.load_dataset(kind, data_files=str(p), split="train"))
+    if p.exists():
+        raise UserError(f"{p}: unsupported data format (use .jsonl, .json, .parquet or .csv)")
+    import datasets  # a hub dataset name: the one case that may download
+
+    try:
+        return list(datasets.load_dataset(path, split=split))
+    except Exception as e:  # noqa: BLE001 - any hub failure is the user's to fix, in one line
+        raise UserError(f"cannot load dataset '{path}' (split '{split}'): {e}") from None
+
+
+def load_problems(
+    path: str,
+    *,
+    problem_field: str = "problem",
+    answer_field: str = "answer",
+    split: str = "train",
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Rows with non-empty ``problem`` and ``answer`` strings (renamed from the given fields).
+
+    Other fields are kept. A row without either field is an error naming the row, so a
+    malformed file fails before training starts rather than mid-run.
+    """
+    if not path:
+        raise UserError("no data path given (set data.path in the recipe)")
+    rows = _read_any(path, split)
+    problems = []
+    for i, row in enumerate(rows[:limit] if limit else rows):
+        where = f"{path}: row {i + 1}"
+        for field in (problem_field, answer_field):
+            value = row.get(field)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                raise UserError(f"{where}: missing field '{field}' (fields: {', '.join(row)})")
+        problems.append(
+            {**row, "problem": str(row[problem_field]), "answer": str(row[answer_field])}
+        )
+    if not problems:
+        raise UserError(f"{path}: no problems found")
+    return problems

@@ -1,0 +1,81 @@
+"""The demo's tiny policy: a real Qwen2 architecture and a real byte-level BPE tokenizer.
+
+Both are built locally (nothing is downloaded) and saved in Hugging Face format, so the rest of
+frugalrl loads them with ``AutoModelForCausalLM.from_pretrained`` / ``AutoTokenizer`` exactly as
+it loads DeepSeek-R1-Distill-Qwen-1.5B.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+PAD, EOS, IM_START = "<|endoftext|>", "<|im_end|>", "<|im_start|>"
+SPECIAL_TOKENS = [PAD, IM_START, EOS]
+# Like DeepSeek-R1's, the think tags are single tokens but not special: decoding keeps them.
+THINK_TOKENS = ["<think>", "</think>"]
+
+# Qwen's ChatML layout; the generation prompt opens the assistant turn.
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tokenizer(corpus: Iterable[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
+    """A byte-level BPE (as Qwen2 uses) trained on ``corpus``.
+
+    Unlike Qwen2, digits are not split one per token: each small number becomes one token, which
+    keeps the demo's sequences short and its arithmetic learnable by a tiny model in minutes.
+    """
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus, trainer=trainer)
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token=EOS,
+        pad_token=PAD,
+        bos_token=None,
+        chat_template=CHAT_TEMPLATE,
+        padding_side="left",
+    )
+
+
+def build_model(vocab_size: int, seed: int = 0, **overrides: int) -> Qwen2ForCausalLM:
+    """A Qwen2 decoder small enough to train on a laptop CPU in minutes (~1M parameters)."""
+    torch.manual_seed(seed)
+    config = Qwen2Config(
+        vocab_size=vocab_size,
+        hidden_size=overrides.get("hidden_size", 128),
+        intermediate_size=overrides.get("intermediate_size", 384),
+        num_hidden_layers=overrides.get("num_hidden_layers", 4),
+        num_attention_heads=overrides.get("num_attention_heads", 4),
+        num_key_value_heads=overrides.get("num_key_value_heads", 2),
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        use_sliding_window=False,
+    )
+    return Qwen2ForCausalLM(config)
+
+
+def save_pretrained(model, tokenizer, path: str | Path) -> Path:
+    path = Path(path)
+    model.config.eos_token_id = tokenizer.eos_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

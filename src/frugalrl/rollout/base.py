@@ -1,0 +1,47 @@
+"""The rollout interface: what every generation engine (HF generate, vLLM, ...) provides."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from frugalrl.registry import Registry
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled completion: its tokens (through EOS when it finished) and decoded text."""
+
+    token_ids: tuple[int, ...]
+    text: str
+    finished: bool  # ended with EOS; False means it hit max_new_tokens (truncated)
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+class RolloutEngine(Protocol):
+    """Engines are built as ``cls(model, tokenizer, batch_size=...)`` and sample from the
+    *current* policy weights (an engine holding its own copy must refresh it in ``sync``)."""
+
+    def generate(
+        self, prompt_ids: Sequence[Sequence[int]], n: int, params: SamplingParams
+    ) -> list[list[Completion]]:
+        """``n`` completions for each prompt, grouped by prompt in input order."""
+        ...
+
+    def sync(self) -> None:
+        """Pick up the policy's updated weights (no-op for engines that share them)."""
+        ...
+
+
+ROLLOUT_ENGINES: Registry[type] = Registry("rollout engine")
