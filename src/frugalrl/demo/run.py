@@ -28,7 +28,7 @@ from frugalrl.demo.task import TaskSpec, make_split
 SEED = 0
 TASK = TaskSpec()
 SFT_PROBLEMS, RL_PROBLEMS, HELDOUT_PROBLEMS = 30_000, 4_000, 200
-SFT = {"steps": 800, "batch_size": 32, "lr": 5e-3}
+SFT = {"steps": 1600, "batch_size": 32, "lr": 5e-3}
 
 
 def demo_recipe_path() -> Path:

@@ -1,6 +1,6 @@
 """The demo's synthetic task: chained integer arithmetic, solved step by step.
 
-A problem is a left-to-right chain such as ``14 + 7 - 9 + 3``; its solution writes one step per
+A problem is a left-to-right chain such as ``4+7-9+3``; its solution writes one step per
 line inside ``<think> ... </think>`` and the result in ``\\boxed{}``, the format of real reasoning
 models. Two properties make it a faithful miniature of the open-rs setting:
 
@@ -8,7 +8,7 @@ models. Two properties make it a faithful miniature of the open-rs setting:
   to the end) with probability ``slip_rate`` per step, so the warm-started policy is right on
   only part of the problems and RL with a verifiable reward has something to fix;
 * **verbose base policy**: with probability ``verbose_rate`` a trace re-checks each step once or
-  more ("check: 14 + 7 = 21 ok"), tokens that change nothing, which a length-aware reward
+  more ("check 4+7=11 ok"), tokens that change nothing, which a length-aware reward
   can learn to cut.
 
 Splits are disjoint by construction: a problem belongs to ``heldout`` iff a hash of its text
@@ -22,14 +22,14 @@ import random
 from dataclasses import dataclass
 
 OPS = ("+", "-")
-MAX_VALUE = 49  # every operand, intermediate and final value stays in [0, MAX_VALUE]
 
 
 @dataclass(frozen=True)
 class TaskSpec:
     min_steps: int = 2
     max_steps: int = 4
-    slip_rate: float = 0.2
+    max_value: int = 9  # every start, intermediate and final value stays in [0, max_value]
+    slip_rate: float = 0.25
     verbose_rate: float = 0.5
     max_rechecks: int = 2
 
@@ -44,14 +44,14 @@ def is_heldout(problem: str, heldout_fraction: float = 0.1) -> bool:
 
 
 def random_problem(rng: random.Random, spec: TaskSpec) -> tuple[int, list[tuple[str, int]]]:
-    """A start value and (op, operand) steps whose running values stay in [0, MAX_VALUE]."""
+    """A start value and (op, operand) steps whose running values stay in [0, max_value]."""
     while True:
-        start = rng.randint(1, MAX_VALUE)
+        start = rng.randint(1, spec.max_value)
         steps, value = [], start
         for _ in range(rng.randint(spec.min_steps, spec.max_steps)):
             op, operand = rng.choice(OPS), rng.randint(1, 9)
             value = _apply(value, op, operand)
-            if not 0 <= value <= MAX_VALUE:
+            if not 0 <= value <= spec.max_value:
                 break
             steps.append((op, operand))
         else:
@@ -59,7 +59,7 @@ def random_problem(rng: random.Random, spec: TaskSpec) -> tuple[int, list[tuple[
 
 
 def problem_text(start: int, steps: list[tuple[str, int]]) -> str:
-    return " ".join([str(start)] + [f"{op} {b}" for op, b in steps])
+    return str(start) + "".join(f"{op}{b}" for op, b in steps)
 
 
 def solution_trace(
@@ -67,7 +67,7 @@ def solution_trace(
 ) -> tuple[str, int]:
     """A reasoning trace and the answer it reaches (wrong when a slip happened).
 
-    Each line rewrites the expression with its first operation done (``= 21 - 9 + 3``), so every
+    Each line rewrites the expression with its first operation done (``=11-9+3``), so every
     step is local: compute from the line above, copy the rest.
     """
     verbose = rng.random() < spec.verbose_rate
@@ -78,8 +78,8 @@ def solution_trace(
             result += rng.choice((-1, 1))
         if verbose:
             for _ in range(rng.randint(1, spec.max_rechecks)):
-                lines.append(f"check {value} {op} {b} = {result} ok")
-        lines.append("= " + problem_text(result, steps[i + 1 :]))
+                lines.append(f"check {value}{op}{b}={result} ok")
+        lines.append("=" + problem_text(result, steps[i + 1 :]))
         value = result
     return "<think>\n" + "\n".join(lines) + "\n</think>\n" + f"\\boxed{{{value}}}", value
 
