@@ -16,8 +16,6 @@ from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 
-import torch
-
 from frugalrl import __version__
 from frugalrl.config import load_config
 from frugalrl.data import build_messages, render_prompt
@@ -49,7 +47,9 @@ def prepare_data(data_dir: Path) -> None:
     write_jsonl(data_dir / "heldout.jsonl", make_split("heldout", HELDOUT_PROBLEMS, SEED, TASK))
 
 
-def build_base(data_dir: Path, base_dir: Path, progress: bool = True) -> Path:
+def build_base(
+    data_dir: Path, base_dir: Path, sft: dict | None = None, progress: bool = True
+) -> Path:
     """Tokenizer + tiny Qwen2 + SFT warm-start, saved in HF format to ``base_dir``."""
     rows = [json.loads(line) for line in (data_dir / "sft.jsonl").open()]
     template_probe = build_messages(rows[0]["problem"], "demo")
@@ -60,29 +60,46 @@ def build_base(data_dir: Path, base_dir: Path, progress: bool = True) -> Path:
     model = build_model(len(tokenizer), seed=SEED)
     prompts = [render_prompt(tokenizer, build_messages(r["problem"], "demo")) for r in rows]
     supervised_finetune(
-        model, tokenizer, prompts, [r["completion"] for r in rows], seed=SEED, progress=progress, **SFT
+        model,
+        tokenizer,
+        prompts,
+        [r["completion"] for r in rows],
+        seed=SEED,
+        progress=progress,
+        **(sft or SFT),
     )
     return save_pretrained(model, tokenizer, base_dir)
 
 
-def _fingerprint() -> dict:
-    return {"version": __version__, "task": asdict(TASK), "sft": SFT, "seed": SEED,
-            "sizes": [SFT_PROBLEMS, RL_PROBLEMS, HELDOUT_PROBLEMS]}
+def _fingerprint(sft: dict) -> dict:
+    return {
+        "version": __version__,
+        "task": asdict(TASK),
+        "sft": sft,
+        "seed": SEED,
+        "sizes": [SFT_PROBLEMS, RL_PROBLEMS, HELDOUT_PROBLEMS],
+    }
 
 
-def run_demo(out: Path, overrides: list[str] | None = None, fresh: bool = False) -> dict:
+def run_demo(
+    out: Path,
+    overrides: list[str] | None = None,
+    fresh: bool = False,
+    sft: dict | None = None,
+) -> dict:
+    """Run the demo into ``out``; ``sft`` overrides the warm-start settings (tests use few steps)."""
     t0 = time.perf_counter()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    sft = {**SFT, **(sft or {})}
     out.mkdir(parents=True, exist_ok=True)
     data_dir, base_dir, run_dir = out / "data", out / "sft-base", out / "run"
     stamp = base_dir / "demo_fingerprint.json"
-    cached = not fresh and stamp.is_file() and json.loads(stamp.read_text()) == _fingerprint()
+    cached = not fresh and stamp.is_file() and json.loads(stamp.read_text()) == _fingerprint(sft)
     if not cached:
         print("demo: writing task data and building the SFT base policy (cached for next time)")
         prepare_data(data_dir)
         shutil.rmtree(base_dir, ignore_errors=True)
-        build_base(data_dir, base_dir)
-        stamp.write_text(json.dumps(_fingerprint()))
+        build_base(data_dir, base_dir, sft)
+        stamp.write_text(json.dumps(_fingerprint(sft)))
     shutil.rmtree(run_dir, ignore_errors=True)  # the demo always trains from the base afresh
     config = load_config(
         demo_recipe_path(),

@@ -1,0 +1,64 @@
+"""`frugalrl demo`: the plumbing at toy scale by default; the full claim as a slow test."""
+
+import json
+
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from frugalrl.demo.run import run_demo
+from frugalrl.demo.task import TaskSpec, make_split, solution_trace
+
+
+def test_splits_are_disjoint_and_answers_are_right():
+    train = make_split("train", 2000, 0)
+    heldout = make_split("heldout", 200, 0)
+    assert not {r["problem"] for r in train} & {r["problem"] for r in heldout}
+    for row in heldout[:50]:
+        assert int(row["answer"]) == eval(row["problem"])  # noqa: S307 - digits and +/- only
+
+
+def test_traces_slip_and_recheck_at_the_configured_rates():
+    import random
+
+    rng = random.Random(0)
+    spec = TaskSpec(slip_rate=0.25, verbose_rate=0.5)
+    wrong = verbose = 0
+    for _ in range(2000):
+        start, steps = (5, [("+", 3), ("-", 2), ("+", 1)])
+        trace, value = solution_trace(start, steps, rng, spec)
+        wrong += value != 7
+        verbose += "check" in trace
+        assert trace.startswith("<think>\n5+3-2+1\n") and trace.endswith(f"\\boxed{{{value}}}")
+    assert 0.52 < wrong / 2000 < 0.63  # 1 - 0.75^3 = 0.578 (a +1/-1 pair rarely cancels)
+    assert 0.45 < verbose / 2000 < 0.55
+
+
+def test_demo_pipeline_at_toy_scale(tmp_path):
+    out = tmp_path / "demo"
+    overrides = [
+        "train.steps=2",
+        "train.prompts_per_step=2",
+        "eval.num_problems=4",
+        "eval.samples_per_problem=2",
+        "rollout.max_completion_tokens=24",
+        "eval.max_new_tokens=24",
+        "logging.progress=false",
+    ]
+    summary = run_demo(out, overrides, sft={"steps": 3, "batch_size": 4})
+    assert not summary["sft_cached"]
+    base = out / "sft-base"
+    AutoModelForCausalLM.from_pretrained(base)
+    assert AutoTokenizer.from_pretrained(base).decode([0]) == "<|endoftext|>"
+    assert summary["eval"]["base"]["num_problems"] == 4
+    assert (out / "run" / "report.md").is_file()
+    again = run_demo(out, overrides, sft={"steps": 3, "batch_size": 4})
+    assert again["sft_cached"]  # same settings: the base is reused, not retrained
+
+
+@pytest.mark.slow
+def test_full_demo_improves_heldout_accuracy_by_15_points(tmp_path):
+    summary = run_demo(tmp_path / "demo", ["logging.progress=false"])
+    base, final = summary["eval"]["base"], summary["eval"]["final"]
+    assert base["num_problems"] >= 200 and base["samples_per_problem"] >= 4
+    assert 0.2 <= base["accuracy"] <= 0.7
+    assert final["accuracy"] - base["accuracy"] >= 0.15, json.dumps(summary["eval"])
