@@ -24,8 +24,12 @@ def tiny_model_dir(tmp_path_factory):
     corpus += [r["problem"] for r in rows] + [r["completion"] for r in rows]
     tokenizer = build_tokenizer(corpus)
     model = build_model(
-        len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1,
+        len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
     )
     return save_pretrained(model, tokenizer, tmp_path_factory.mktemp("tiny") / "model")
 

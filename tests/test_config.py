@@ -35,7 +35,11 @@ def test_defaults_follow_open_rs():
 
 def test_override_parses_yaml_scalars():
     data = apply_overrides({}, ["train.steps=7", "logging.wandb=null", "model.name_or_path=a=b"])
-    assert data == {"train": {"steps": 7}, "logging": {"wandb": None}, "model": {"name_or_path": "a=b"}}
+    assert data == {
+        "train": {"steps": 7},
+        "logging": {"wandb": None},
+        "model": {"name_or_path": "a=b"},
+    }
 
 
 def test_unknown_key_names_key_and_valid_keys():

@@ -19,16 +19,28 @@ def run_dir_of(overrides):
 def test_train_writes_run_directory(tiny_overrides, capsys):
     from pathlib import Path
 
-    assert main(["train", "recipes/demo.yaml", *sum((["--set", o] for o in tiny_overrides), [])]) == 0
+    assert (
+        main(["train", "recipes/demo.yaml", *sum((["--set", o] for o in tiny_overrides), [])]) == 0
+    )
     run = Path(run_dir_of(tiny_overrides))
     assert "report:" in capsys.readouterr().out
     rows = read_metrics(run / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     for key in [
-        "reward/accuracy/mean", "reward/format/std", "train/accuracy", "completion/length_mean",
-        "completion/length_max", "completion/truncated_fraction", "train/zero_variance_groups",
-        "train/kl", "train/entropy", "train/clip_fraction", "train/grad_norm", "train/lr",
-        "time/step_seconds", "throughput/generated_tokens_per_second",
+        "reward/accuracy/mean",
+        "reward/format/std",
+        "train/accuracy",
+        "completion/length_mean",
+        "completion/length_max",
+        "completion/truncated_fraction",
+        "train/zero_variance_groups",
+        "train/kl",
+        "train/entropy",
+        "train/clip_fraction",
+        "train/grad_norm",
+        "train/lr",
+        "time/step_seconds",
+        "throughput/generated_tokens_per_second",
     ]:
         assert key in rows[-1], key
     assert rows[0]["train/kl"] == 0.0  # the policy equals the reference before the first update
@@ -50,12 +62,14 @@ def test_train_writes_run_directory(tiny_overrides, capsys):
 
 def test_resume_after_crash_matches_uninterrupted_run(tiny_overrides, tmp_path, monkeypatch):
     no_eval = ["eval.before=false", "eval.after=false"]
-    straight = load_config("recipes/demo.yaml", [*tiny_overrides, *no_eval,
-                                                 f"train.output_dir={tmp_path / 'a'}"])
+    straight = load_config(
+        "recipes/demo.yaml", [*tiny_overrides, *no_eval, f"train.output_dir={tmp_path / 'a'}"]
+    )
     loop.train(straight)
 
-    crashing = load_config("recipes/demo.yaml", [*tiny_overrides, *no_eval,
-                                                 f"train.output_dir={tmp_path / 'b'}"])
+    crashing = load_config(
+        "recipes/demo.yaml", [*tiny_overrides, *no_eval, f"train.output_dir={tmp_path / 'b'}"]
+    )
     real, calls = loop.collect_rollouts, []
 
     def crash_on_third_step(*args, **kwargs):
@@ -90,3 +104,30 @@ def test_existing_run_is_not_overwritten(tiny_overrides, capsys):
 def test_resume_without_checkpoint_is_a_user_error(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path)]) == 2
     assert "config.yaml not found" in capsys.readouterr().err
+
+
+def length_reward(samples):
+    """A user reward (named in the recipe as module:function) that varies within every group."""
+    return [len(s.completion) / 50 for s in samples]
+
+
+def test_several_passes_per_batch_use_old_logprobs(tiny_overrides):
+    # μ = 2: the second pass sees a moved policy, so the PPO ratio leaves 1 and may clip.
+    config = load_config(
+        "recipes/demo.yaml",
+        [
+            *tiny_overrides,
+            "rewards=[{name: 'test_train_e2e:length_reward'}]",
+            "train.steps=2",
+            "algo.num_iterations=2",
+            "optim.lr=0.05",
+            "algo.beta=0",
+            "eval.before=false",
+            "eval.after=false",
+        ],
+    )
+    loop.train(config)
+    rows = read_metrics(config.run_dir / "metrics.jsonl")
+    assert len(rows) == 2 and all(r["train/kl"] == 0.0 for r in rows)
+    assert rows[0]["reward/test_train_e2e:length_reward/std"] > 0
+    assert any(r["train/clip_fraction"] > 0 for r in rows)

@@ -51,7 +51,8 @@ def _print_summary(summary: dict) -> None:
                 f"{label:>5}: held-out accuracy {100 * e['accuracy']:.1f}% "
                 f"[{100 * lo:.1f}, {100 * hi:.1f}]  mean tokens {e['mean_tokens']:.1f}"
             )
-    print(f"steps {summary.get('steps')}  wall {summary.get('wall_seconds', 0):.0f} s")
+    wall = summary.get("demo_wall_seconds", summary.get("wall_seconds", 0))
+    print(f"steps {summary.get('steps')}  wall {wall:.0f} s")
     print(f"report: {summary.get('report')}")
 
 
@@ -62,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train from a YAML recipe")
     p.add_argument("recipe", nargs="?", help="recipe YAML (optional with --resume)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. optim.lr=1e-6")
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override, e.g. optim.lr=1e-6"
+    )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
     p.set_defaults(func=_cmd_train)
 

@@ -48,12 +48,16 @@ class DataConfig(_Section):
     system_prompt: str | None = Field(
         None, description="System turn; None uses the template's own (if any)."
     )
-    max_prompt_tokens: int = Field(512, gt=0, description="open-rs: 512; longer prompts are dropped.")
+    max_prompt_tokens: int = Field(
+        512, gt=0, description="open-rs: 512; longer prompts are dropped."
+    )
     limit: int | None = Field(None, gt=0, description="Use only the first N problems (debugging).")
 
 
 class RolloutConfig(_Section):
-    engine: str = Field("hf", description="Generation engine by name: 'hf' (transformers generate).")
+    engine: str = Field(
+        "hf", description="Generation engine by name: 'hf' (transformers generate)."
+    )
     num_generations: int = Field(
         6, ge=2, description="G completions per prompt; open-rs uses 6 (a group needs ≥ 2)."
     )
@@ -92,7 +96,9 @@ class AlgoConfig(_Section):
     )
     epsilon_low: float = Field(0.2, ge=0, description="PPO clip below 1; open-rs/GRPO: 0.2.")
     epsilon_high: float = Field(0.2, ge=0, description="PPO clip above 1; DAPO clip-higher: 0.28.")
-    beta: float = Field(0.04, ge=0, description="KL-to-reference weight; open-rs: 0.04; 0 = no ref.")
+    beta: float = Field(
+        0.04, ge=0, description="KL-to-reference weight; open-rs: 0.04; 0 = no ref."
+    )
     kl_estimator: str = Field("k3", description="KL estimator by name; open-rs/TRL use k3.")
     num_iterations: int = Field(
         1, ge=1, description="μ: optimisation passes per generated batch; open-rs: 1."
@@ -133,7 +139,9 @@ class TrainConfig(_Section):
 class EvalConfig(_Section):
     path: str | None = Field(None, description="Held-out problems (JSONL); None: no evaluation.")
     num_problems: int | None = Field(None, gt=0, description="Evaluate the first N problems.")
-    samples_per_problem: int = Field(4, gt=0, description="k samples per problem, averaged (avg@k).")
+    samples_per_problem: int = Field(
+        4, gt=0, description="k samples per problem, averaged (avg@k)."
+    )
     temperature: float = Field(0.6, gt=0, description="open-rs / Arora & Zanette evaluate at 0.6.")
     top_p: float = Field(0.95, gt=0, le=1)
     max_new_tokens: int | None = Field(None, gt=0, description="None: the rollout length cap.")
@@ -238,7 +246,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 node = node[_list_index(part, node, dotted)]
             else:
                 if not isinstance(node.setdefault(part, {}), dict | list):
-                    raise UserError(f"--set {dotted}: '{'.'.join(parts[: i + 1])}' is not a section")
+                    raise UserError(
+                        f"--set {dotted}: '{'.'.join(parts[: i + 1])}' is not a section"
+                    )
                 node = node[part]
         last = parts[-1]
         if isinstance(node, list):
@@ -271,5 +281,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML ({err.__class__.__name__}: {err})") from None
     if not isinstance(data, dict):
-        raise UserError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
+        raise UserError(
+            f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}"
+        )
     return config_from_dict(apply_overrides(data, overrides or []), source=str(path))

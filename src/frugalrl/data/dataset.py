@@ -20,7 +20,9 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
             except json.JSONDecodeError as e:
                 raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
             if not isinstance(row, dict):
-                raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+                raise UserError(
+                    f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}"
+                )
             rows.append(row)
     return rows
 

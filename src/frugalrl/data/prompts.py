@@ -36,7 +36,10 @@ def open_rs(problem: str) -> tuple[str | None, str]:
 @PROMPT_TEMPLATES.register("arora-zanette")
 def arora_zanette(problem: str) -> tuple[str | None, str]:
     """Arora & Zanette: the problem followed by their one-line instruction (PAPERS.md §2)."""
-    return None, f"{problem}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
+    return (
+        None,
+        f"{problem}\nPlease reason step by step, and put your final answer within \\boxed{{}}.",
+    )
 
 
 @PROMPT_TEMPLATES.register("demo")

@@ -41,7 +41,9 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def prepare_data(data_dir: Path) -> None:
-    write_jsonl(data_dir / "sft.jsonl", make_split("train", SFT_PROBLEMS, SEED, TASK, with_traces=True))
+    write_jsonl(
+        data_dir / "sft.jsonl", make_split("train", SFT_PROBLEMS, SEED, TASK, with_traces=True)
+    )
     # RL problems are drawn from the same train split with another seed: new problems, never held-out.
     write_jsonl(data_dir / "train.jsonl", make_split("train", RL_PROBLEMS, SEED + 1, TASK))
     write_jsonl(data_dir / "heldout.jsonl", make_split("heldout", HELDOUT_PROBLEMS, SEED, TASK))
@@ -55,7 +57,9 @@ def build_base(
     template_probe = build_messages(rows[0]["problem"], "demo")
     # The tokenizer learns the chat frame and the traces; it is what the model will read.
     corpus = [f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in template_probe]
-    corpus += ["<|im_start|>assistant\n"] + [r["problem"] for r in rows] + [r["completion"] for r in rows]
+    corpus += (
+        ["<|im_start|>assistant\n"] + [r["problem"] for r in rows] + [r["completion"] for r in rows]
+    )
     tokenizer = build_tokenizer(corpus)
     model = build_model(len(tokenizer), seed=SEED)
     prompts = [render_prompt(tokenizer, build_messages(r["problem"], "demo")) for r in rows]

@@ -56,6 +56,8 @@ class HFEngine:
             finished = eos in row
             tokens = row[: row.index(eos) + 1] if finished else row
             # The EOS is an action the policy takes (it is trained on) but not part of the text.
-            text = self.tokenizer.decode(tokens[:-1] if finished else tokens, skip_special_tokens=True)
+            text = self.tokenizer.decode(
+                tokens[:-1] if finished else tokens, skip_special_tokens=True
+            )
             results.append(Completion(tuple(tokens), text, finished))
         return results

@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from frugalrl.algo import ADVANTAGES, ppo_clip_loss
+from frugalrl.algo import group_advantages, ppo_clip_loss
 from frugalrl.algo.logprobs import completion_logprobs, pack_batch
 from frugalrl.config import Config
 from frugalrl.data import build_messages, load_problems, render_prompt
@@ -95,7 +95,9 @@ def load_policy(path: str | Path, config: Config, device: torch.device):
 def encode_prompts(problems: list[dict], tokenizer, config: Config) -> list[list[int]]:
     ids = []
     for p in problems:
-        messages = build_messages(p["problem"], config.data.prompt_template, config.data.system_prompt)
+        messages = build_messages(
+            p["problem"], config.data.prompt_template, config.data.system_prompt
+        )
         text = render_prompt(tokenizer, messages)
         ids.append(tokenizer(text, add_special_tokens=False)["input_ids"])
     return ids
@@ -121,14 +123,13 @@ def collect_rollouts(
         totals += [math.nan if v is None else v for v in total]
 
     rewards = torch.tensor(totals, dtype=torch.float32).view(len(problems), r.num_generations)
-    advantages = ADVANTAGES.get(config.algo.advantage)(rewards, config.algo.advantage_eps)
+    advantages = group_advantages(config.algo.advantage, rewards, config.algo.advantage_eps)
     completions = [c for group in groups for c in group]
     scored = ~torch.isnan(rewards.flatten())
     finished = torch.tensor([c.finished for c in completions])
     in_loss = scored & (finished | (not config.algo.mask_truncated))
 
     lengths = np.array([c.num_tokens for c in completions])
-    group_std = torch.tensor([np.nanstd(row) if not np.all(np.isnan(row)) else 0.0 for row in rewards.numpy()])
     metrics = {
         "reward/total/mean": float(np.nanmean(totals)) if scored.any() else math.nan,
         "reward/total/std": float(np.nanstd(totals)) if scored.any() else math.nan,
@@ -136,7 +137,7 @@ def collect_rollouts(
         "completion/length_mean": float(lengths.mean()),
         "completion/length_max": float(lengths.max()),
         "completion/truncated_fraction": float(1 - finished.float().mean()),
-        "train/zero_variance_groups": float((group_std < 1e-8).float().mean()),
+        "train/zero_variance_groups": zero_variance_fraction(rewards),
         "time/generation_seconds": gen_seconds,
         "throughput/generated_tokens_per_second": float(lengths.sum() / max(gen_seconds, 1e-9)),
     }
@@ -151,12 +152,21 @@ def collect_rollouts(
     return RolloutBatch(prompts_flat, completions, advantages.flatten(), in_loss, metrics)
 
 
+def zero_variance_fraction(rewards: torch.Tensor) -> float:
+    """Share of groups whose scored rewards are all equal: they get zero advantage, no signal."""
+    hi = torch.where(torch.isnan(rewards), -math.inf, rewards).amax(dim=1)
+    lo = torch.where(torch.isnan(rewards), math.inf, rewards).amin(dim=1)
+    return float((~(hi > lo)).float().mean())
+
+
 def micro_batches(n: int, size: int) -> list[list[int]]:
     return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
 
 
 @torch.no_grad()
-def batch_logprobs(model, batch: RolloutBatch, pad_id: int, config: Config, device) -> list[torch.Tensor]:
+def batch_logprobs(
+    model, batch: RolloutBatch, pad_id: int, config: Config, device
+) -> list[torch.Tensor]:
     """Log-probs of every micro-batch under ``model`` (old policy or reference), no grad."""
     out = []
     for idx in micro_batches(len(batch.completions), config.train.micro_batch_size):
@@ -180,7 +190,9 @@ def policy_update(
     a = config.algo
     chunks = micro_batches(len(batch.completions), config.train.micro_batch_size)
     # With one pass the policy has not moved since sampling: old log-probs = current, detached.
-    old_logps = batch_logprobs(model, batch, pad_id, config, device) if a.num_iterations > 1 else None
+    old_logps = (
+        batch_logprobs(model, batch, pad_id, config, device) if a.num_iterations > 1 else None
+    )
     ref_logps = batch_logprobs(ref_model, batch, pad_id, config, device) if ref_model else None
     stats: Counter = Counter()
     model.train()
@@ -219,12 +231,29 @@ def policy_update(
     return {f"train/{k}": v / a.num_iterations for k, v in stats.items()}
 
 
+def build_optimizer(model, config: Config):
+    """AdamW with linear warm-up then cosine (or constant); one scheduler step per update."""
+    o = config.optim
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay
+    )
+    total_updates = config.train.steps * config.algo.num_iterations
+    warmup = round(o.warmup_ratio * total_updates)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: lr_multiplier(s, total_updates, warmup, o.lr_scheduler, o.min_lr_ratio),
+    )
+    return optimizer, scheduler
+
+
 def run_eval(engine, tokenizer, config: Config, label: str, run_dir: Path) -> dict[str, Any] | None:
     e = config.eval
     if e.path is None:
         return None
     problems = load_problems(e.path, limit=e.num_problems)
-    params = SamplingParams(e.temperature, e.top_p, e.max_new_tokens or config.rollout.max_completion_tokens)
+    params = SamplingParams(
+        e.temperature, e.top_p, e.max_new_tokens or config.rollout.max_completion_tokens
+    )
     result = evaluate_problems(
         engine,
         problems,
@@ -273,22 +302,23 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
     prompt_ids = encode_prompts(problems, tokenizer, config)
     keep = [i for i, ids in enumerate(prompt_ids) if len(ids) <= config.data.max_prompt_tokens]
     if not keep:
-        raise UserError(f"every prompt is longer than data.max_prompt_tokens={config.data.max_prompt_tokens}")
+        raise UserError(
+            f"every prompt is longer than data.max_prompt_tokens={config.data.max_prompt_tokens}"
+        )
     problems = [problems[i] for i in keep]
     prompt_ids = [prompt_ids[i] for i in keep]
 
-    o = config.optim
-    optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
-    total_updates = config.train.steps * config.algo.num_iterations
-    warmup = round(o.warmup_ratio * total_updates)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_multiplier(s, total_updates, warmup, o.lr_scheduler, o.min_lr_ratio)
-    )
+    optimizer, scheduler = build_optimizer(model, config)
     sampler = PromptSampler(len(problems), config.train.seed)
     step = 0
     summary_path = run_dir / "summary.json"
-    summary: dict[str, Any] = {"recipe": config.name, "model": config.model.name_or_path,
-                               "run_dir": str(run_dir), "eval": {}, "train_seconds": 0.0}
+    summary: dict[str, Any] = {
+        "recipe": config.name,
+        "model": config.model.name_or_path,
+        "run_dir": str(run_dir),
+        "eval": {},
+        "train_seconds": 0.0,
+    }
     if checkpoints:
         state = load_training_state(checkpoints[-1])
         optimizer.load_state_dict(state["optimizer"])
@@ -309,17 +339,28 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
     reward_specs = [RewardSpec(r.name, r.weight, r.params) for r in config.rewards]
     failures: Counter = Counter()
     logger = MetricsLogger(
-        run_dir, tensorboard=config.logging.tensorboard, wandb=config.logging.wandb,
+        run_dir,
+        tensorboard=config.logging.tensorboard,
+        wandb=config.logging.wandb,
         config=config.model_dump(mode="json"),
     )
     train_seconds = summary["train_seconds"]
-    bar = tqdm(total=config.train.steps, initial=step, desc="train", disable=not config.logging.progress)
+    bar = tqdm(
+        total=config.train.steps, initial=step, desc="train", disable=not config.logging.progress
+    )
 
     def checkpoint() -> None:
         save_checkpoint(
-            run_dir, step, model, tokenizer,
-            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "sampler": sampler.state_dict(), "train_seconds": train_seconds},
+            run_dir,
+            step,
+            model,
+            tokenizer,
+            {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "sampler": sampler.state_dict(),
+                "train_seconds": train_seconds,
+            },
             keep=config.train.save_total_limit,
         )
 
@@ -328,24 +369,43 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
             t0 = time.perf_counter()
             idx = sampler.next(config.train.prompts_per_step)
             batch = collect_rollouts(
-                engine, [problems[i] for i in idx], [prompt_ids[i] for i in idx],
-                config, reward_specs, failures,
+                engine,
+                [problems[i] for i in idx],
+                [prompt_ids[i] for i in idx],
+                config,
+                reward_specs,
+                failures,
             )
             update = policy_update(
-                model, ref_model, optimizer, scheduler, batch, tokenizer.pad_token_id, config, device
+                model,
+                ref_model,
+                optimizer,
+                scheduler,
+                batch,
+                tokenizer.pad_token_id,
+                config,
+                device,
             )
             engine.sync()
             step += 1
             seconds = time.perf_counter() - t0
             train_seconds += seconds
-            metrics = {**batch.metrics, **update, "time/step_seconds": seconds,
-                       "reward/failures": float(sum(failures.values()))}
+            metrics = {
+                **batch.metrics,
+                **update,
+                "time/step_seconds": seconds,
+                "reward/failures": float(sum(failures.values())),
+            }
             logger.log(step, metrics)
             bar.update(1)
-            bar.set_postfix(reward=f"{metrics['reward/total/mean']:.3f}",
-                            acc=f"{metrics.get('train/accuracy', math.nan):.2f}",
-                            len=f"{metrics['completion/length_mean']:.0f}")
-            if step == config.train.steps or (config.train.save_every and step % config.train.save_every == 0):
+            bar.set_postfix(
+                reward=f"{metrics['reward/total/mean']:.3f}",
+                acc=f"{metrics.get('train/accuracy', math.nan):.2f}",
+                len=f"{metrics['completion/length_mean']:.0f}",
+            )
+            if step == config.train.steps or (
+                config.train.save_every and step % config.train.save_every == 0
+            ):
                 checkpoint()
     bar.close()
 
@@ -356,8 +416,11 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
         final = run_eval(engine, tokenizer, config, "final", run_dir)
         if final is not None:
             summary["eval"]["final"] = {**final, "model": str(final_dir)}
-    summary.update(steps=step, train_seconds=train_seconds,
-                   wall_seconds=summary.get("wall_seconds", 0.0) + time.perf_counter() - wall0)
+    summary.update(
+        steps=step,
+        train_seconds=train_seconds,
+        wall_seconds=summary.get("wall_seconds", 0.0) + time.perf_counter() - wall0,
+    )
     base, final = summary["eval"].get("base"), summary["eval"].get("final")
     if base and final:
         summary["accuracy_gain_points"] = 100 * (final["accuracy"] - base["accuracy"])
