@@ -108,6 +108,32 @@ class AlgoConfig(_Section):
     )
 
 
+class ScoringConfig(_Section):
+    workers: int | Literal["auto"] = Field(
+        "auto",
+        description="Reward-scoring processes; 'auto': one per core (≤ 8); 0: in-process, "
+        "no watchdog (a hanging reward would hang the run).",
+    )
+    timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Watchdog: groups still running after this long without "
+        "progress score None (math-verify's own per-call limit is 2 s).",
+    )
+
+    @field_validator("workers")
+    @classmethod
+    def _non_negative(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 0:
+            raise ValueError("must be 'auto' or ≥ 0")
+        return v
+
+    def resolved_workers(self) -> int:
+        from frugalrl.rewards.scoring import default_workers
+
+        return default_workers() if self.workers == "auto" else int(self.workers)
+
+
 class OptimConfig(_Section):
     lr: float = Field(1e-6, gt=0, description="Peak learning rate; open-rs: 1e-6.")
     weight_decay: float = Field(0.0, ge=0)
@@ -161,6 +187,7 @@ class Config(_Section):
     data: DataConfig = DataConfig()
     rollout: RolloutConfig = RolloutConfig()
     rewards: list[RewardConfig] = Field(default_factory=_default_rewards)
+    scoring: ScoringConfig = ScoringConfig()
     algo: AlgoConfig = AlgoConfig()
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()

@@ -35,7 +35,8 @@ from frugalrl.data import build_messages, load_problems, render_prompt
 from frugalrl.data.sampler import PromptSampler
 from frugalrl.errors import UserError
 from frugalrl.eval import evaluate_problems
-from frugalrl.rewards import RewardSpec, score_group
+from frugalrl.rewards import RewardSpec
+from frugalrl.rewards.scoring import RewardScorer
 from frugalrl.rollout import ROLLOUT_ENGINES, Completion, SamplingParams
 from frugalrl.sample import Sample
 from frugalrl.train.checkpoint import (
@@ -103,9 +104,7 @@ def encode_prompts(problems: list[dict], tokenizer, config: Config) -> list[list
     return ids
 
 
-def collect_rollouts(
-    engine, problems, prompt_ids, config: Config, reward_specs, failures: Counter
-) -> RolloutBatch:
+def collect_rollouts(engine, problems, prompt_ids, config: Config, scorer) -> RolloutBatch:
     """Sample G completions per prompt, score each group, turn rewards into advantages."""
     r = config.rollout
     params = SamplingParams(r.temperature, r.top_p, r.max_completion_tokens)
@@ -113,15 +112,20 @@ def collect_rollouts(
     groups = engine.generate(prompt_ids, r.num_generations, params)
     gen_seconds = time.perf_counter() - t0
 
-    per_reward: dict[str, list[float]] = {s.name: [] for s in reward_specs}
-    totals: list[float] = []
-    for problem, group in zip(problems, groups, strict=True):
-        samples = [Sample(c.text, c.num_tokens, c.finished, problem) for c in group]
-        values, total = score_group(samples, reward_specs, failures)
-        for name, vals in values.items():
-            per_reward[name] += [math.nan if v is None else v for v in vals]
-        totals += [math.nan if v is None else v for v in total]
+    t0 = time.perf_counter()
+    scored_batch = scorer.score(
+        [
+            [Sample(c.text, c.num_tokens, c.finished, problem) for c in group]
+            for problem, group in zip(problems, groups, strict=True)
+        ]
+    )
+    score_seconds = time.perf_counter() - t0
 
+    def flat(values: list[list[float | None]]) -> list[float]:
+        return [math.nan if v is None else v for group in values for v in group]
+
+    per_reward = {name: flat(v) for name, v in scored_batch.per_reward.items()}
+    totals = flat(scored_batch.totals)
     rewards = torch.tensor(totals, dtype=torch.float32).view(len(problems), r.num_generations)
     advantages = group_advantages(config.algo.advantage, rewards, config.algo.advantage_eps)
     completions = [c for group in groups for c in group]
@@ -131,17 +135,18 @@ def collect_rollouts(
 
     lengths = np.array([c.num_tokens for c in completions])
     metrics = {
-        "reward/total/mean": float(np.nanmean(totals)) if scored.any() else math.nan,
-        "reward/total/std": float(np.nanstd(totals)) if scored.any() else math.nan,
         "reward/unscored_fraction": float(1 - scored.float().mean()),
         "completion/length_mean": float(lengths.mean()),
         "completion/length_max": float(lengths.max()),
         "completion/truncated_fraction": float(1 - finished.float().mean()),
         "train/zero_variance_groups": zero_variance_fraction(rewards),
         "time/generation_seconds": gen_seconds,
+        "time/scoring_seconds": score_seconds,
+        "reward/failed_groups": float(sum(scored_batch.failures.values())),
+        "reward/timed_out_groups": float(scored_batch.timed_out),
         "throughput/generated_tokens_per_second": float(lengths.sum() / max(gen_seconds, 1e-9)),
     }
-    for name, vals in per_reward.items():
+    for name, vals in {"total": totals, **per_reward}.items():
         arr = np.array(vals, dtype=float)
         ok = ~np.isnan(arr)
         metrics[f"reward/{name}/mean"] = float(arr[ok].mean()) if ok.any() else math.nan
@@ -336,8 +341,11 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
             summary["eval"]["base"] = {**base, "model": config.model.name_or_path}
         summary_path.write_text(json.dumps(summary, indent=2))
 
-    reward_specs = [RewardSpec(r.name, r.weight, r.params) for r in config.rewards]
-    failures: Counter = Counter()
+    scorer = RewardScorer(
+        [RewardSpec(r.name, r.weight, r.params) for r in config.rewards],
+        workers=config.scoring.resolved_workers(),
+        timeout=config.scoring.timeout_seconds,
+    )
     logger = MetricsLogger(
         run_dir,
         tensorboard=config.logging.tensorboard,
@@ -364,7 +372,7 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
             keep=config.train.save_total_limit,
         )
 
-    with logger:
+    with logger, scorer:
         while step < config.train.steps:
             t0 = time.perf_counter()
             idx = sampler.next(config.train.prompts_per_step)
@@ -373,8 +381,7 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
                 [problems[i] for i in idx],
                 [prompt_ids[i] for i in idx],
                 config,
-                reward_specs,
-                failures,
+                scorer,
             )
             update = policy_update(
                 model,
@@ -394,7 +401,6 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
                 **batch.metrics,
                 **update,
                 "time/step_seconds": seconds,
-                "reward/failures": float(sum(failures.values())),
             }
             logger.log(step, metrics)
             bar.update(1)

@@ -1,0 +1,16 @@
+"""User rewards for tests, importable by name (module:function) in reward worker processes."""
+
+import time
+
+
+def hangs_on_marked_problem(samples):
+    """1.0 for every sample, but never returns for the problem whose id is 'hang'."""
+    if samples[0].example.get("id") == "hang":
+        time.sleep(3600)
+    return [1.0] * len(samples)
+
+
+def raises_on_marked_problem(samples):
+    if samples[0].example.get("id") == "raise":
+        raise RuntimeError("boom")
+    return [0.5] * len(samples)
