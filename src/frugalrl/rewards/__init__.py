@@ -1,7 +1,16 @@
 """Rewards: pure functions scoring one group of completions, selected by name from a recipe."""
 
-from frugalrl.rewards import accuracy, format  # noqa: F401  (registers the rewards)
+from frugalrl.rewards import (  # noqa: F401  (registers the rewards)
+    accuracy,
+    cosine,
+    efficiency,
+    format,
+    language,
+    overlong,
+    repetition,
+)
 from frugalrl.rewards.compose import RewardFailures, RewardSpec, score_group
+from frugalrl.rewards.language import drift_fraction
 from frugalrl.rewards.registry import REWARDS, RewardFn
 
-__all__ = ["REWARDS", "RewardFailures", "RewardFn", "RewardSpec", "score_group"]
+__all__ = ["REWARDS", "RewardFailures", "RewardFn", "RewardSpec", "drift_fraction", "score_group"]

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
-from frugalrl.rewards.answer import is_correct, parse_gold
+from frugalrl.rewards.answer import grade_sample
 from frugalrl.rewards.registry import REWARDS
 from frugalrl.sample import Sample
-
-log = logging.getLogger(__name__)
 
 
 @REWARDS.register("accuracy")
@@ -23,17 +20,6 @@ def accuracy(samples: Sequence[Sample], truncated_is_wrong: bool = False) -> lis
     """
     values: list[float | None] = []
     for sample in samples:
-        answer = sample.example["answer"]
-        gold = parse_gold(str(answer))
-        if gold is None:
-            log.warning("accuracy: unparseable gold answer %r, sample not scored", answer)
-            values.append(None)
-        elif truncated_is_wrong and not sample.finished:
-            values.append(0.0)
-        else:
-            try:
-                values.append(1.0 if is_correct(sample.completion, gold) else 0.0)
-            except Exception as e:  # a timeout, or a math-verify failure
-                log.debug("accuracy: grading failed: %r", e)
-                values.append(None)
+        correct = grade_sample(sample, truncated_is_wrong)
+        values.append(None if correct is None else float(correct))
     return values

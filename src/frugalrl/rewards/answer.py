@@ -8,6 +8,7 @@ for a long time; grade in the main thread, or in worker processes, to stay prote
 from __future__ import annotations
 
 import functools
+import logging
 import re
 import threading
 from collections.abc import Sequence
@@ -17,6 +18,10 @@ from latex2sympy2_extended import NormalizationConfig
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 from math_verify.errors import TimeoutException
 from sympy import Basic, MatrixBase
+
+from frugalrl.sample import Sample
+
+log = logging.getLogger(__name__)
 
 PARSE_TIMEOUT_S = 2  # seconds per math-verify parse (signal.alarm takes whole seconds)
 VERIFY_TIMEOUT_S = 2  # seconds per math-verify comparison
@@ -164,3 +169,37 @@ def is_correct(completion: str, gold_parsed: Sequence[Any]) -> bool:
     if timed_out:
         raise GradingTimeout("math-verify timed out comparing answers")
     return False
+
+
+@functools.lru_cache(maxsize=65536)
+def grade(completion: str, gold: str) -> bool | None:
+    """Is ``completion`` correct for the gold answer string ``gold``? None iff ``gold`` is unparseable.
+
+    Memoised on (completion, gold) so that accuracy, cosine and efficiency, scoring the same
+    group, run math-verify once per completion. Raises GradingTimeout (or a math-verify error)
+    like :func:`is_correct`; a raise is not cached, so the next reward retries it.
+    """
+    gold_parsed = parse_gold(gold)
+    if gold_parsed is None:
+        return None
+    return is_correct(completion, gold_parsed)
+
+
+def grade_sample(sample: Sample, truncated_is_wrong: bool = False) -> bool | None:
+    """Correctness of one sample against ``sample.example["answer"]``, or None if unscorable.
+
+    None when the gold answer cannot be parsed (logged) or grading raises or times out.
+    With ``truncated_is_wrong``, a completion without EOS is False without being graded.
+    A missing ``"answer"`` key raises KeyError (a data error, counted by score_group).
+    """
+    gold = str(sample.example["answer"])
+    if parse_gold(gold) is None:
+        log.warning("unparseable gold answer %r, sample not scored", gold)
+        return None
+    if truncated_is_wrong and not sample.finished:
+        return False
+    try:
+        return grade(sample.completion, gold)
+    except Exception as e:  # a timeout, or a math-verify failure
+        log.debug("grading failed: %r", e)
+        return None
