@@ -131,3 +131,20 @@ def test_several_passes_per_batch_use_old_logprobs(tiny_overrides):
     assert len(rows) == 2 and all(r["train/kl"] == 0.0 for r in rows)
     assert rows[0]["reward/test_train_e2e:length_reward/std"] > 0
     assert any(r["train/clip_fraction"] > 0 for r in rows)
+
+
+def test_language_reward_publishes_drift_metric(tiny_overrides):
+    config = load_config(
+        "recipes/demo.yaml",
+        [
+            *tiny_overrides,
+            "rewards=[{name: accuracy}, {name: language, weight: 0.5}]",
+            "train.steps=1",
+            "eval.before=false",
+            "eval.after=false",
+        ],
+    )
+    loop.train(config)
+    (row,) = read_metrics(config.run_dir / "metrics.jsonl")
+    assert 0.0 <= row["language/drift_fraction"] <= 1.0
+    assert row["language/drift_fraction"] == -row["reward/language/mean"]

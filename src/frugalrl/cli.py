@@ -1,4 +1,4 @@
-"""The ``frugalrl`` command: train | demo (| eval | report | curate as they land).
+"""The ``frugalrl`` command: train | demo | rewards (| eval | report | curate as they land).
 
 User errors (bad recipe, missing file, unknown name) print one line and exit 2, no traceback.
 """
@@ -41,6 +41,53 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     _print_summary(summary)
 
 
+def _cmd_rewards(args: argparse.Namespace) -> None:
+    import json
+    import math
+
+    from frugalrl.config import load_config
+    from frugalrl.data.dataset import read_jsonl
+    from frugalrl.rewards import RewardSpec
+    from frugalrl.rewards.offline import score_rows
+
+    config = load_config(args.recipe, list(args.set or []))
+    rows = read_jsonl(Path(args.input))
+    needs_tokenizer = any("tokens" not in r for r in rows)
+    tokenizer = None
+    if needs_tokenizer:
+        from transformers import AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(config.model.name_or_path)
+        except OSError as e:
+            raise UserError(
+                f"rows without 'tokens' need the recipe model's tokenizer, which did not load "
+                f"from '{config.model.name_or_path}': {str(e).splitlines()[0]}"
+            ) from None
+    specs = [RewardSpec(r.name, r.weight, r.params) for r in config.rewards]
+    scored = score_rows(
+        rows,
+        specs,
+        tokenizer,
+        workers=config.scoring.resolved_workers() if len(rows) >= 256 else 0,
+        timeout=config.scoring.timeout_seconds,
+        source=args.input,
+    )
+    lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in scored]
+    if args.out:
+        Path(args.out).write_text("".join(lines))
+    else:
+        sys.stdout.writelines(lines)
+    print(f"{'reward':<24} {'mean':>8} {'std':>8} {'unscored':>9}", file=sys.stderr)
+    for name in [s.name for s in specs] + ["reward"]:
+        vals = [r[name] for r in scored if r[name] is not None]
+        mean = sum(vals) / len(vals) if vals else math.nan
+        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / len(vals)) if vals else math.nan
+        print(f"{name:<24} {mean:>8.4f} {std:>8.4f} {len(scored) - len(vals):>9}", file=sys.stderr)
+    if args.out:
+        print(f"scored {len(scored)} rows -> {args.out}", file=sys.stderr)
+
+
 def _print_summary(summary: dict) -> None:
     ev = summary.get("eval", {})
     for label in ("base", "final"):
@@ -74,6 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override the demo recipe")
     p.add_argument("--fresh", action="store_true", help="rebuild the SFT base even if cached")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("rewards", help="score saved completions with a recipe's rewards")
+    p.add_argument("--recipe", required=True, help="recipe whose `rewards` (and tokenizer) to use")
+    p.add_argument(
+        "--input", required=True, help="JSONL rows: group, completion, answer[, finished, tokens]"
+    )
+    p.add_argument("--out", help="write scored rows here (default: stdout)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override the recipe")
+    p.set_defaults(func=_cmd_rewards)
     return parser
 
 

@@ -9,7 +9,10 @@ from typing import Any
 from frugalrl.errors import UserError
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """JSON objects, one per non-empty line; a bad line is an error naming file and line."""
+    if not path.is_file():
+        raise UserError(f"file not found: {path}")
     rows = []
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -32,7 +35,7 @@ def _read_any(path: str, split: str) -> list[dict[str, Any]]:
     if p.suffix == ".jsonl":
         if not p.is_file():
             raise UserError(f"data file not found: {p}")
-        return _read_jsonl(p)
+        return read_jsonl(p)
     if p.suffix in {".json", ".parquet", ".csv"}:
         if not p.is_file():
             raise UserError(f"data file not found: {p}")

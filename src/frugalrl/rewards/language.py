@@ -90,3 +90,8 @@ def drift_fraction(values: Sequence[float | None]) -> float:
     """
     scored = [v for v in values if v is not None and not math.isnan(v)]
     return sum(v < 0 for v in scored) / len(scored) if scored else math.nan
+
+
+# Extra metrics a reward publishes: the loop logs ``fn.batch_metrics(values)`` for any reward
+# that defines it, so drift is tracked by name without the loop knowing this reward.
+language.batch_metrics = lambda values: {"language/drift_fraction": drift_fraction(values)}

@@ -36,6 +36,7 @@ from frugalrl.data.sampler import PromptSampler
 from frugalrl.errors import UserError
 from frugalrl.eval import evaluate_problems
 from frugalrl.rewards import RewardSpec
+from frugalrl.rewards.registry import resolve_reward
 from frugalrl.rewards.scoring import RewardScorer
 from frugalrl.rollout import ROLLOUT_ENGINES, Completion, SamplingParams
 from frugalrl.sample import Sample
@@ -151,6 +152,10 @@ def collect_rollouts(engine, problems, prompt_ids, config: Config, scorer) -> Ro
         ok = ~np.isnan(arr)
         metrics[f"reward/{name}/mean"] = float(arr[ok].mean()) if ok.any() else math.nan
         metrics[f"reward/{name}/std"] = float(arr[ok].std()) if ok.any() else math.nan
+    for spec in scorer.specs:
+        extra = getattr(resolve_reward(spec.name), "batch_metrics", None)
+        if extra is not None:
+            metrics.update(extra(per_reward[spec.name]))
     if "accuracy" in per_reward:
         metrics["train/accuracy"] = metrics["reward/accuracy/mean"]
     prompts_flat = [list(p) for p in prompt_ids for _ in range(r.num_generations)]

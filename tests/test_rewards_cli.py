@@ -1,0 +1,61 @@
+"""`frugalrl rewards`: score saved completions with a recipe's rewards, no training."""
+
+import json
+
+from frugalrl.cli import main
+
+
+def write_rows(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+ROWS = [
+    {
+        "group": "p1",
+        "completion": "<think>\nok\n</think>\n\\boxed{12}",
+        "answer": "12",
+        "tokens": 9,
+    },
+    {"group": "p2", "completion": "\\boxed{3}", "answer": "4", "tokens": 4, "finished": True},
+    {
+        "group": "p1",
+        "completion": "<think>\nhm\n</think>\n\\boxed{11}",
+        "answer": "12",
+        "tokens": 9,
+    },
+]
+
+
+def test_scores_every_row_with_each_reward_and_total(tmp_path, capsys):
+    src = write_rows(tmp_path / "in.jsonl", ROWS)
+    out = tmp_path / "out.jsonl"
+    code = main(
+        ["rewards", "--recipe", "recipes/demo.yaml", "--input", str(src), "--out", str(out)]
+    )
+    assert code == 0
+    scored = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["accuracy"] for r in scored] == [1.0, 0.0, 0.0]
+    assert [r["format"] for r in scored] == [1.0, 0.0, 1.0]
+    assert [r["reward"] for r in scored] == [2.0, 0.0, 1.0]
+    assert [r["group"] for r in scored] == ["p1", "p2", "p1"]  # input order kept
+    table = capsys.readouterr().err
+    assert "accuracy" in table and "0.3333" in table  # mean accuracy over the 3 rows
+
+
+def test_counts_tokens_with_the_recipe_tokenizer(tmp_path, tiny_model_dir):
+    rows = [{k: v for k, v in r.items() if k != "tokens"} for r in ROWS]
+    src = write_rows(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    args = ["rewards", "--recipe", "recipes/demo.yaml", "--input", str(src), "--out", str(out)]
+    assert main([*args, "--set", f"model.name_or_path={tiny_model_dir}"]) == 0
+    scored = [json.loads(line) for line in out.read_text().splitlines()]
+    assert all(isinstance(r["tokens"], int) and r["tokens"] > 0 for r in scored)
+
+
+def test_bad_rows_are_one_line_errors(tmp_path, capsys):
+    src = write_rows(tmp_path / "in.jsonl", [{"group": "a", "completion": "x", "tokens": 1}])
+    assert main(["rewards", "--recipe", "recipes/demo.yaml", "--input", str(src)]) == 2
+    assert "in.jsonl: row 1: missing field 'answer'" in capsys.readouterr().err
+    assert main(["rewards", "--recipe", "recipes/demo.yaml", "--input", "nope.jsonl"]) == 2
+    assert "file not found: nope.jsonl" in capsys.readouterr().err
