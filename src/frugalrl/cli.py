@@ -37,7 +37,13 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _cmd_demo(args: argparse.Namespace) -> None:
     from frugalrl.demo.run import run_demo
 
-    summary = run_demo(Path(args.out), overrides=list(args.set or []), fresh=args.fresh)
+    summary = run_demo(
+        Path(args.out),
+        overrides=list(args.set or []),
+        fresh=args.fresh,
+        recipe=args.recipe,
+        run_name=args.run,
+    )
     _print_summary(summary)
 
 
@@ -120,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="where the demo writes (default runs/demo)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override the demo recipe")
     p.add_argument("--fresh", action="store_true", help="rebuild the SFT base even if cached")
+    p.add_argument(
+        "--recipe",
+        default="demo",
+        help="recipe to train with (default: demo; also demo-efficiency)",
+    )
+    p.add_argument("--run", default="run", help="run directory name inside --out (default: run)")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("rewards", help="score saved completions with a recipe's rewards")

@@ -29,8 +29,12 @@ SFT_PROBLEMS, RL_PROBLEMS, HELDOUT_PROBLEMS = 30_000, 4_000, 200
 SFT = {"steps": 1600, "batch_size": 32, "lr": 5e-3}
 
 
-def demo_recipe_path() -> Path:
-    return Path(str(resources.files("frugalrl") / "recipes" / "demo.yaml"))
+def recipe_path(name_or_path: str) -> Path:
+    """A recipe file, or the name of one shipped in frugalrl/recipes ('demo-efficiency')."""
+    path = Path(name_or_path)
+    if path.suffix in {".yaml", ".yml"} or path.exists():
+        return path
+    return Path(str(resources.files("frugalrl") / "recipes" / f"{name_or_path}.yaml"))
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -90,12 +94,17 @@ def run_demo(
     overrides: list[str] | None = None,
     fresh: bool = False,
     sft: dict | None = None,
+    recipe: str = "demo",
+    run_name: str = "run",
 ) -> dict:
-    """Run the demo into ``out``; ``sft`` overrides the warm-start settings (tests use few steps)."""
+    """Run ``recipe`` on the demo task into ``out/run_name``, from the cached base in ``out``.
+
+    ``sft`` overrides the warm-start settings (tests use a few steps).
+    """
     t0 = time.perf_counter()
     sft = {**SFT, **(sft or {})}
     out.mkdir(parents=True, exist_ok=True)
-    data_dir, base_dir, run_dir = out / "data", out / "sft-base", out / "run"
+    data_dir, base_dir, run_dir = out / "data", out / "sft-base", out / run_name
     stamp = base_dir / "demo_fingerprint.json"
     cached = not fresh and stamp.is_file() and json.loads(stamp.read_text()) == _fingerprint(sft)
     if not cached:
@@ -106,7 +115,7 @@ def run_demo(
         stamp.write_text(json.dumps(_fingerprint(sft)))
     shutil.rmtree(run_dir, ignore_errors=True)  # the demo always trains from the base afresh
     config = load_config(
-        demo_recipe_path(),
+        recipe_path(recipe),
         [
             f"model.name_or_path={base_dir}",
             f"data.path={data_dir / 'train.jsonl'}",
