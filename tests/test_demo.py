@@ -62,3 +62,11 @@ def test_full_demo_improves_heldout_accuracy_by_15_points(tmp_path):
     assert base["num_problems"] >= 200 and base["samples_per_problem"] >= 4
     assert 0.2 <= base["accuracy"] <= 0.7
     assert final["accuracy"] - base["accuracy"] >= 0.15, json.dumps(summary["eval"])
+
+
+def test_bad_override_fails_before_any_training(tmp_path):
+    from frugalrl.errors import UserError
+
+    with pytest.raises(UserError, match="unknown key 'train.stepz'"):
+        run_demo(tmp_path / "demo", ["train.stepz=3"])
+    assert not (tmp_path / "demo" / "sft-base").exists()

@@ -105,15 +105,7 @@ def run_demo(
     sft = {**SFT, **(sft or {})}
     out.mkdir(parents=True, exist_ok=True)
     data_dir, base_dir, run_dir = out / "data", out / "sft-base", out / run_name
-    stamp = base_dir / "demo_fingerprint.json"
-    cached = not fresh and stamp.is_file() and json.loads(stamp.read_text()) == _fingerprint(sft)
-    if not cached:
-        print("demo: writing task data and building the SFT base policy (cached for next time)")
-        prepare_data(data_dir)
-        shutil.rmtree(base_dir, ignore_errors=True)
-        build_base(data_dir, base_dir, sft)
-        stamp.write_text(json.dumps(_fingerprint(sft)))
-    shutil.rmtree(run_dir, ignore_errors=True)  # the demo always trains from the base afresh
+    # The recipe is read first: a bad key or value fails before minutes of SFT.
     config = load_config(
         recipe_path(recipe),
         [
@@ -124,6 +116,15 @@ def run_demo(
             *(overrides or []),
         ],
     )
+    stamp = base_dir / "demo_fingerprint.json"
+    cached = not fresh and stamp.is_file() and json.loads(stamp.read_text()) == _fingerprint(sft)
+    if not cached:
+        print("demo: writing task data and building the SFT base policy (cached for next time)")
+        prepare_data(data_dir)
+        shutil.rmtree(base_dir, ignore_errors=True)
+        build_base(data_dir, base_dir, sft, progress=config.logging.progress)
+        stamp.write_text(json.dumps(_fingerprint(sft)))
+    shutil.rmtree(run_dir, ignore_errors=True)  # the demo always trains from the base afresh
     from frugalrl.train.loop import train
 
     summary = train(config)
