@@ -29,7 +29,9 @@ def test_traces_slip_and_recheck_at_the_configured_rates():
         wrong += value != 7
         verbose += "check" in trace
         assert trace.startswith("<think>\n5+3-2+1\n") and trace.endswith(f"\\boxed{{{value}}}")
-    assert 0.52 < wrong / 2000 < 0.63  # 1 - 0.75^3 = 0.578 (a +1/-1 pair rarely cancels)
+    # Slips are ±1 and carried, so two opposite slips cancel: P(right) = 0.75^3 (none)
+    # + 3 * 0.25^2 * 0.75 * 1/2 (an opposite pair) = 0.4219 + 0.0703; P(wrong) = 0.508.
+    assert 0.47 < wrong / 2000 < 0.55
     assert 0.45 < verbose / 2000 < 0.55
 
 
