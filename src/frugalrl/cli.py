@@ -75,6 +75,7 @@ def _cmd_rewards(args: argparse.Namespace) -> None:
         rows,
         specs,
         tokenizer,
+        # Starting worker processes costs about a second: only worth it for larger files.
         workers=config.scoring.resolved_workers() if len(rows) >= 256 else 0,
         timeout=config.scoring.timeout_seconds,
         source=args.input,

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from frugalrl.eval.stats import bootstrap_ci
-from frugalrl.rewards.accuracy import accuracy
+from frugalrl.rewards import RewardSpec
+from frugalrl.rewards.scoring import RewardScorer
 from frugalrl.rollout import RolloutEngine, SamplingParams
 from frugalrl.sample import Sample
 
@@ -22,17 +23,25 @@ def evaluate_problems(
     samples_per_problem: int,
     params: SamplingParams,
     generations_path: Path | None = None,
+    scoring_workers: int = 0,
+    scoring_timeout: float = 30.0,
 ) -> dict[str, Any]:
-    """Sample k completions per problem and grade them with the accuracy reward's grader.
+    """Sample k completions per problem and grade them with the accuracy reward.
 
+    Grading goes through the training loop's RewardScorer (same workers and watchdog).
     accuracy = avg@k: the mean over problems of the fraction of correct samples. Samples the
     grader cannot score (unparseable gold, timeout) count as wrong here and are counted.
     """
     groups = engine.generate(prompt_ids, samples_per_problem, params)
+    with RewardScorer([RewardSpec("accuracy")], scoring_workers, scoring_timeout) as scorer:
+        graded = scorer.score(
+            [
+                [Sample(c.text, c.num_tokens, c.finished, problem) for c in group]
+                for problem, group in zip(problems, groups, strict=True)
+            ]
+        ).per_reward["accuracy"]
     per_problem, tokens, truncated, ungraded, rows = [], [], [], 0, []
-    for problem, group in zip(problems, groups, strict=True):
-        samples = [Sample(c.text, c.num_tokens, c.finished, problem) for c in group]
-        scores = accuracy(samples)
+    for problem, group, scores in zip(problems, groups, graded, strict=True):
         ungraded += sum(s is None for s in scores)
         correct = [bool(s) for s in scores]
         per_problem.append(np.mean(correct))

@@ -271,6 +271,8 @@ def run_eval(engine, tokenizer, config: Config, label: str, run_dir: Path) -> di
         e.samples_per_problem,
         params,
         generations_path=run_dir / "eval" / label / "generations.jsonl",
+        scoring_workers=config.scoring.resolved_workers(),
+        scoring_timeout=config.scoring.timeout_seconds,
     )
     (run_dir / "eval" / label / "result.json").write_text(json.dumps(result, indent=2))
     return result
