@@ -7,12 +7,13 @@ from a policy that is partially right and verbose.
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Sequence
 
 import torch
 from tqdm.auto import tqdm
+
+from frugalrl.train.schedule import lr_multiplier
 
 
 def _encode(tokenizer, prompts: Sequence[str], completions: Sequence[str]):
@@ -52,13 +53,9 @@ def supervised_finetune(
     order = list(range(len(prompts)))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
 
-    def lr_at(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress_ = (step - warmup_steps) / max(1, steps - warmup_steps)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress_))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_multiplier(step, steps, warmup_steps, "cosine", min_ratio=0.1)
+    )
     model.train()
     losses: list[float] = []
     cursor = len(order)
