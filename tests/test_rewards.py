@@ -109,6 +109,45 @@ def test_accuracy(completion, answer, reward):
     assert acc(completion, answer) == reward
 
 
+@pytest.mark.parametrize(
+    ("completion", "boxed", "boxed_or_anchored", "boxed_latex_expr"),
+    [
+        (r"so \boxed{12}", 1.0, 1.0, 1.0),
+        ("The final answer is $12$.", 0.0, 1.0, 1.0),  # announced, not boxed
+        ("answer: 12", 0.0, 1.0, 1.0),
+        ("adding them gives $12$ apples", 0.0, 0.0, 1.0),  # bare LaTeX, no anchor
+        ("7 + 5 = 12", 0.0, 0.0, 1.0),  # bare expression, no anchor
+        (r"\boxed{3}, though $12$ is also possible", 0.0, 0.0, 0.0),  # a box always wins
+    ],
+)
+def test_accuracy_extraction(completion, boxed, boxed_or_anchored, boxed_latex_expr):
+    expected = {
+        "boxed": boxed,
+        "boxed_or_anchored": boxed_or_anchored,
+        "boxed_latex_expr": boxed_latex_expr,
+    }
+    got = {name: acc(completion, "12", extraction=name) for name in expected}
+    assert got == expected
+    assert acc(completion, "12") == boxed_or_anchored  # the default
+
+
+def test_unknown_extraction_is_user_error():
+    for name in ("accuracy", "efficiency", "cosine"):
+        with pytest.raises(UserError, match="boxed, boxed_or_anchored, boxed_latex_expr"):
+            REWARDS.get(name)(group([r"\boxed{12}"]), extraction="last")
+
+
+@pytest.mark.parametrize("answer", [r"3 \mid n", r"p \equiv 1 \pmod{4}", r"7\sqrt{2}."])
+def test_latex_gold_never_degrades_to_a_stray_number(answer):
+    # read as plain text these would give 3, 1 and 7: a wrong gold is worse than none
+    assert parse_gold(answer) is None
+    assert acc(r"\boxed{3}", answer) is None
+
+
+def test_display_math_gold():
+    assert acc(r"\boxed{1979}", r"\[ 1979 \]") == 1.0
+
+
 def test_accuracy_unparseable_gold_is_none():
     assert acc(r"\boxed{12}", "{") is None  # open-rs would give 1.0
 

@@ -19,6 +19,7 @@ from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, veri
 from math_verify.errors import TimeoutException
 from sympy import Basic, MatrixBase
 
+from frugalrl.errors import UserError
 from frugalrl.sample import Sample
 
 log = logging.getLogger(__name__)
@@ -29,11 +30,14 @@ VERIFY_TIMEOUT_S = 2  # seconds per math-verify comparison
 # As open-rs: boxed answers first, no LaTeX extraction without an anchor ("final answer is ...").
 # Expressions (plain "12") are also only taken after an anchor such as "answer:", so a completion
 # without a boxed or announced answer is wrong, not graded on whatever number comes last.
-_COMPLETION_CONFIG = (
+# Unlike open-rs, malformed_operators is on, as it is for gold answers (_GOLD_CONFIG): without
+# it LaTeX shorthand such as \frac43 or 11\sqrt2 parses to no math object, so a completion that
+# copies such a gold answer exactly was graded wrong (8 of the MATH-500 reference solutions).
+_ANCHORED_CONFIG = (
     LatexExtractionConfig(
         normalization_config=NormalizationConfig(
             nits=False,
-            malformed_operators=False,
+            malformed_operators=True,
             basic_latex=True,
             equations=False,  # deprecated in math-verify 0.9: equations are handled by the parser
             boxed="all",
@@ -44,12 +48,43 @@ _COMPLETION_CONFIG = (
     ),
     ExprExtractionConfig(try_extract_without_anchor=False),
 )
+# math-verify's own lenient defaults (the lighteval/open-rs evaluation): boxed first, then any
+# LaTeX, then any plain expression, anchored or not.
+_LENIENT_CONFIG = (LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig())
 _GOLD_CONFIG = (LatexExtractionConfig(), ExprExtractionConfig())
+
+EXTRACTIONS: dict[str, tuple | None] = {
+    # the last closed \boxed{} only: a completion without one has no answer (strictest)
+    "boxed": None,
+    # the last \boxed{}, else a "#### 3" line, else an announced answer ("the final answer is $3$")
+    "boxed_or_anchored": _ANCHORED_CONFIG,
+    # the last \boxed{}, else a "#### 3" line, else any LaTeX, else any expression (for models
+    # that do not box)
+    "boxed_latex_expr": _LENIENT_CONFIG,
+}
+"""How a completion's final answer is found when it has no closed ``\\boxed{}``, by name."""
+DEFAULT_EXTRACTION = "boxed_or_anchored"
+
+
+def check_extraction(name: str) -> str:
+    """``name`` if it is a known extraction, else a UserError listing the valid ones."""
+    if name not in EXTRACTIONS:
+        raise UserError(
+            f"unknown answer extraction {name!r}; choose from: {', '.join(EXTRACTIONS)}"
+        )
+    return name
+
 
 _BOX_START = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _BRACE_TOKEN = re.compile(r"\\\\|\\[{}]|[{}]")  # "\\" and escaped braces are skipped below
 _UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
 _NO_ANCHOR_TAIL = 4000  # without a boxed answer, only the end of a completion is searched
+# GSM8K's answer format, "#### 1,234" on a line of its own (its reference solutions, and models
+# tuned or prompted on them, end so). Only a bare number counts (commas as thousands separators
+# only): a Markdown heading such as "#### Step 2" is not an answer, nor is "#### 1,2".
+_HASH_ANSWER = re.compile(
+    r"^####[ \t]*(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)[ \t]*$", re.MULTILINE
+)
 
 
 class GradingTimeout(Exception):
@@ -101,21 +136,27 @@ def parse_gold(answer: str) -> tuple[Any, ...] | None:
     Plain strings ("12", "025", "\\frac{1}{2}", "x+1") are wrapped in ``$...$`` first: parsed
     bare, math-verify's expression extractor reads "2\\sqrt{3}" as 2 and misses "x+1". Answers
     that already hold ``$...$`` are parsed as they are, and one with a ``\\boxed{}`` is reduced
-    to its last boxed content. Only a string fallback (e.g. for "{") counts as unparseable.
+    to its last boxed content; plain text without LaTeX commands is also tried bare. Only a
+    string fallback (e.g. for "{" or "3 \\mid n") counts as unparseable.
     Cached on the string; the result is a tuple so that the cached value cannot be mutated.
     """
     answer = answer.strip()
     boxed = extract_boxed(answer)
     if boxed is not None:
-        candidates = [f"${boxed}$"]
+        candidates = [(f"${boxed}$", _GOLD_CONFIG)]
     elif _UNESCAPED_DOLLAR.search(answer):
-        candidates = [answer]
+        candidates = [(answer, _GOLD_CONFIG)]
+    elif "\\" in answer:
+        # LaTeX that math-verify cannot parse ("3 \\mid n") must not fall back to the plain
+        # expression reader, which would pick a stray number out of it (3) as the gold value;
+        # bare, it is read as LaTeX only (display math such as "\\[ 1979 \\]").
+        candidates = [(f"${answer}$", _GOLD_CONFIG), (answer, _GOLD_CONFIG[:1])]
     else:
-        candidates = [f"${answer}$", answer]
-    for candidate in candidates:
+        candidates = [(f"${answer}$", _GOLD_CONFIG), (answer, _GOLD_CONFIG)]
+    for candidate, config in candidates:
         parsed = parse(
             candidate,
-            extraction_config=_GOLD_CONFIG,
+            extraction_config=config,
             extraction_mode="first_match",
             parsing_timeout=_timeout(PARSE_TIMEOUT_S),
         )
@@ -124,21 +165,29 @@ def parse_gold(answer: str) -> tuple[Any, ...] | None:
     return None
 
 
-def parse_completion(completion: str) -> list[Any]:
+def parse_completion(completion: str, extraction: str = DEFAULT_EXTRACTION) -> list[Any]:
     """What math-verify reads as the completion's final answer ([] when there is none).
 
     The last closed ``\\boxed{}``/``\\fbox{}`` wins (math-verify alone would join all boxed
-    answers into a set); without one, the tail of the completion is searched for an announced
-    answer ("final answer is $...$", "answer: ..."). Raises GradingTimeout on timeout.
+    answers into a set); without one, unless ``extraction`` is ``"boxed"``, the number on the
+    last ``#### N`` line (GSM8K's format) stands for a boxed answer. Failing both,
+    ``extraction`` (see :data:`EXTRACTIONS`) says what else is searched, in the completion's
+    tail. Raises GradingTimeout on timeout.
     """
+    fallback = EXTRACTIONS[check_extraction(extraction)]
     boxed = extract_boxed(completion)
+    if boxed is None and fallback is not None:
+        hashed = _HASH_ANSWER.findall(completion[-_NO_ANCHOR_TAIL:])
+        boxed = hashed[-1] if hashed else None
     if boxed is not None and not boxed.strip():
+        return []
+    if boxed is None and fallback is None:
         return []
     text = f"\\boxed{{{boxed}}}" if boxed is not None else completion[-_NO_ANCHOR_TAIL:]
     try:
         return parse(
             text,
-            extraction_config=_COMPLETION_CONFIG,
+            extraction_config=_ANCHORED_CONFIG if boxed is not None else fallback,
             extraction_mode="first_match",
             parsing_timeout=_timeout(PARSE_TIMEOUT_S),
             raise_on_error=True,
@@ -147,13 +196,15 @@ def parse_completion(completion: str) -> list[Any]:
         raise GradingTimeout("math-verify timed out parsing a completion") from e
 
 
-def is_correct(completion: str, gold_parsed: Sequence[Any]) -> bool:
+def is_correct(
+    completion: str, gold_parsed: Sequence[Any], extraction: str = DEFAULT_EXTRACTION
+) -> bool:
     """True iff math-verify finds the completion's final answer equivalent to the gold one.
 
     ``gold_parsed`` comes from :func:`parse_gold`. Comparison errors count as "not equivalent"
     (as in math-verify); a timeout raises GradingTimeout unless another comparison succeeded.
     """
-    predicted = parse_completion(completion)
+    predicted = parse_completion(completion, extraction)
     timed_out = False
     for gold in gold_parsed:
         for pred in predicted:
@@ -172,7 +223,7 @@ def is_correct(completion: str, gold_parsed: Sequence[Any]) -> bool:
 
 
 @functools.lru_cache(maxsize=65536)
-def grade(completion: str, gold: str) -> bool | None:
+def grade(completion: str, gold: str, extraction: str = DEFAULT_EXTRACTION) -> bool | None:
     """Is ``completion`` correct for the gold answer string ``gold``? None iff ``gold`` is unparseable.
 
     Memoised on (completion, gold) so that accuracy, cosine and efficiency, scoring the same
@@ -182,16 +233,20 @@ def grade(completion: str, gold: str) -> bool | None:
     gold_parsed = parse_gold(gold)
     if gold_parsed is None:
         return None
-    return is_correct(completion, gold_parsed)
+    return is_correct(completion, gold_parsed, extraction)
 
 
-def grade_sample(sample: Sample, truncated_is_wrong: bool = False) -> bool | None:
+def grade_sample(
+    sample: Sample, truncated_is_wrong: bool = False, extraction: str = DEFAULT_EXTRACTION
+) -> bool | None:
     """Correctness of one sample against ``sample.example["answer"]``, or None if unscorable.
 
     None when the gold answer cannot be parsed (logged) or grading raises or times out.
     With ``truncated_is_wrong``, a completion without EOS is False without being graded.
-    A missing ``"answer"`` key raises KeyError (a data error, counted by score_group).
+    A missing ``"answer"`` key raises KeyError (a data error, counted by score_group); an
+    unknown ``extraction`` raises UserError (a recipe error, stops the run).
     """
+    check_extraction(extraction)
     gold = str(sample.example["answer"])
     if parse_gold(gold) is None:
         log.warning("unparseable gold answer %r, sample not scored", gold)
@@ -199,7 +254,7 @@ def grade_sample(sample: Sample, truncated_is_wrong: bool = False) -> bool | Non
     if truncated_is_wrong and not sample.finished:
         return False
     try:
-        return grade(sample.completion, gold)
+        return grade(sample.completion, gold, extraction)
     except Exception as e:  # a timeout, or a math-verify failure
         log.debug("grading failed: %r", e)
         return None

@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 
 from frugalrl.errors import UserError
-from frugalrl.rewards.answer import grade_sample
+from frugalrl.rewards.answer import DEFAULT_EXTRACTION, grade_sample
 from frugalrl.rewards.registry import REWARDS
 from frugalrl.sample import Sample
 
@@ -25,6 +25,7 @@ def cosine(
     correct_at_max: float = 0.5,
     wrong_at_zero: float = -1.0,
     wrong_at_max: float = -0.5,
+    extraction: str = DEFAULT_EXTRACTION,
 ) -> list[float | None]:
     """r(L) = v_L + ½(v_0 − v_L)(1 + cos(π·min(L, Lmax)/Lmax)), L = ``num_tokens``, Lmax = ``max_len``.
 
@@ -44,7 +45,7 @@ def cosine(
         raise UserError(f"reward 'cosine': max_len must be > 0, got {max_len}")
     values: list[float | None] = []
     for sample in samples:
-        correct = grade_sample(sample, truncated_is_wrong=True)
+        correct = grade_sample(sample, truncated_is_wrong=True, extraction=extraction)
         if correct is None:
             values.append(None)
             continue

@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 
 from frugalrl.errors import UserError
-from frugalrl.rewards.answer import grade_sample
+from frugalrl.rewards.answer import DEFAULT_EXTRACTION, grade_sample
 from frugalrl.rewards.registry import REWARDS
 from frugalrl.sample import Sample
 
@@ -18,7 +18,9 @@ def _sigmoid(x: float) -> float:
 
 
 @REWARDS.register("efficiency")
-def efficiency(samples: Sequence[Sample], alpha: float = 0.1) -> list[float | None]:
+def efficiency(
+    samples: Sequence[Sample], alpha: float = 0.1, extraction: str = DEFAULT_EXTRACTION
+) -> list[float | None]:
     """r_i = 1[correct_i] · (1 − α·σ((L_i − mean) / (std + 1e-7))), L_i = ``num_tokens``.
 
     mean and population std of L over the completions of THIS group that are correct and
@@ -30,7 +32,7 @@ def efficiency(samples: Sequence[Sample], alpha: float = 0.1) -> list[float | No
     """
     if alpha < 0:
         raise UserError(f"reward 'efficiency': alpha must be >= 0, got {alpha}")
-    correct = [grade_sample(s, truncated_is_wrong=True) for s in samples]
+    correct = [grade_sample(s, truncated_is_wrong=True, extraction=extraction) for s in samples]
     lengths = [s.num_tokens for s, ok in zip(samples, correct, strict=True) if ok]
     if not lengths:  # nothing correct (or nothing scorable): no statistics needed
         return [None if ok is None else 0.0 for ok in correct]
