@@ -292,7 +292,14 @@ def test_unknown_name_lists_valid_choices(registry, call):
 
 
 def test_registered_names():
-    assert ADVANTAGES.names() == ["dr_grpo", "grpo", "grpo_batch_std", "reinforce_pp", "rloo"]
+    assert ADVANTAGES.names() == [
+        "dr_grpo",
+        "grpo",
+        "grpo_batch_std",
+        "reinforce_pp",
+        "rloo",
+        "rloo_batch_whiten",
+    ]
     assert KL_ESTIMATORS.names() == ["k1", "k2", "k3"]
     assert LOSS_AGGREGATIONS.names() == [
         "seq_mean_token_mean",

@@ -116,6 +116,22 @@ def reinforce_pp(rewards: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
     return torch.where(valid, whitened, 0.0)
 
 
+@ADVANTAGES.register("rloo_batch_whiten")
+def rloo_batch_whiten(rewards: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
+    """A_i = (a_i - mean_batch(a)) / (std_batch(a) + eps), a_i = r_i - (sum_j r_j - r_i) / (n - 1).
+
+    RLOO within each group, then whitened over the batch of valid samples, std unbiased (Arora &
+    Zanette: "RLOO ... advantages whitened over the batch"). Whitening runs over completions, one
+    value each, not over tokens. Since a_i = n / (n - 1) * (r_i - mean_g), this equals
+    ``reinforce_pp`` whenever every group has the same number n of valid samples; NaN rewards that
+    leave groups with different n make them differ.
+    """
+    valid = _check(rewards)
+    a = rloo(rewards, eps)
+    whitened = _scale(a - _masked_mean(a, valid), _masked_std(a, valid), eps)
+    return torch.where(valid, whitened, 0.0)
+
+
 def group_advantages(name: str, rewards: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
     """Advantages of ``rewards`` (num_prompts, G) with the estimator registered as ``name``."""
     return ADVANTAGES.get(name)(rewards, eps)

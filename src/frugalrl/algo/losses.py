@@ -1,7 +1,8 @@
 """The PPO-clip policy loss of the GRPO family, with the loss aggregations that tell its variants apart.
 
 Per-token tensors are (B, T): B completions, T padded completion tokens; ``mask`` marks real
-completion tokens. Definitions follow TRL's ``GRPOTrainer._compute_loss``.
+completion tokens. Definitions follow TRL's ``GRPOTrainer._compute_loss`` (checked against TRL's
+own code in tests/test_algo_vs_trl.py); dual-clip follows verl's ``compute_policy_loss``.
 """
 
 from __future__ import annotations
@@ -42,7 +43,10 @@ def seq_mean_token_mean(
 def token_mean(per_token: Tensor, mask: Tensor, max_completion_length: int | None = None) -> Tensor:
     """L = sum_it m_it x_it / max(1, sum_it m_it)   (DAPO token-level loss; TRL "bnpo").
 
-    Every token weighs the same, so long completions are not diluted.
+    Every token weighs the same, so long completions are not diluted. The sum runs over the
+    tensors given, i.e. one micro-batch: micro-batch losses averaged over gradient accumulation
+    are TRL's "bnpo". TRL's "dapo" divides by the token count of the whole accumulation window
+    instead, which differs when micro-batches hold different numbers of tokens.
     """
     return _masked(per_token, mask).sum() / mask.sum().clamp(min=1)
 
@@ -71,6 +75,8 @@ class PolicyLossOutput:
     clip_fraction: float  # share of valid tokens whose gradient the clip removed
     kl: float  # mean per-token KL to the reference over valid tokens; 0.0 without one
     ratio_mean: float  # mean pi / pi_old over valid tokens
+    dual_clip_fraction: float = 0.0  # share of valid tokens capped at -c * A (A < 0); 0.0 without
+    entropy: float = 0.0  # mean per-token entropy over valid tokens; 0.0 without one
 
 
 def _token_mean(x: Tensor, mask: Tensor) -> float:
@@ -91,18 +97,42 @@ def ppo_clip_loss(
     kl_estimator: str = "k3",
     aggregation: str = "seq_mean_token_mean",
     max_completion_length: int | None = None,
+    dual_clip_c: float | None = None,
+    entropy: Tensor | None = None,
+    entropy_coef: float = 0.0,
+    kl_ratio_correction: bool = False,
 ) -> PolicyLossOutput:
     """PPO-clip loss, aggregated over tokens and completions by ``aggregation``.
 
     ratio = exp(logp - old_logp)
-    x_t = -min(ratio * A, clip(ratio, 1 - eps_low, 1 + eps_high) * A) + beta * KL(logp, ref_logp)
+    p_t = -min(ratio * A, clip(ratio, 1 - eps_low, 1 + eps_high) * A)
+    p_t = min(p_t, -c * A)   if A < 0 and dual_clip_c = c is set (dual-clip, Ye et al. 2020; verl)
+    x_t = p_t + beta * w_t * KL(logp, ref_logp) - entropy_coef * H_t
+    w_t = ratio if kl_ratio_correction else 1
 
-    logp, old_logp, ref_logp, mask: (B, T); advantages: (B,). The KL term is added per token
-    before aggregation, as TRL does. With one optimisation pass per batch (old_logp = logp.detach())
-    the ratio is 1 and this is the plain policy gradient.
+    logp, old_logp, ref_logp, entropy, mask: (B, T); advantages: (B,). The KL and entropy terms
+    are added per token before aggregation, so the entropy bonus is aggregated like the policy
+    term (verl); TRL instead subtracts a token mean of the entropy whatever the loss type. With
+    one optimisation pass per batch (old_logp = logp.detach()) the ratio is 1 and this is the
+    plain policy gradient.
+
+    Dual-clip: for A < 0 the standard clip leaves -ratio * A unbounded as the ratio grows, so one
+    token the old policy found unlikely can dominate the batch; capping at -c * A (c > 1, verl's
+    clip_ratio_c = 3) removes its gradient there. The cap only binds above ratio = c.
+
+    The entropy bonus moves the policy only if ``entropy`` carries gradient: a detached entropy
+    (as from ``completion_logprobs(with_entropy=True)``) shifts the loss value, not the update.
+
+    kl_ratio_correction weights the KL by the differentiable ratio, TRL's ``use_bias_correction_kl``
+    (its default in TRL 1.16; DeepSeek-V3.2): the gradient becomes the unbiased reverse-KL gradient
+    and changes even where the ratio is exactly 1. Off, as in GRPO, open-rs and verl.
     """
     if beta > 0 and ref_logp is None:
         raise ValueError("beta > 0 needs ref_logp")
+    if dual_clip_c is not None and dual_clip_c <= 1:
+        raise ValueError(f"dual_clip_c must be > 1, got {dual_clip_c}")
+    if entropy_coef != 0 and entropy is None:
+        raise ValueError("entropy_coef != 0 needs entropy")
     # Look both up first so a misspelt name fails even on the path that would not use it.
     kl_fn = KL_ESTIMATORS.get(kl_estimator)
     aggregate = LOSS_AGGREGATIONS.get(aggregation)
@@ -111,18 +141,30 @@ def ppo_clip_loss(
     clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)
     per_token = -torch.min(ratio * adv, clipped * adv)
 
+    is_dual_clipped = torch.zeros_like(ratio, dtype=torch.bool)
+    if dual_clip_c is not None:
+        cap = -dual_clip_c * adv
+        is_dual_clipped = (adv < 0) & (per_token > cap)
+        per_token = torch.where(adv < 0, torch.min(per_token, cap), per_token)
+
     kl = kl_fn(logp, ref_logp) if ref_logp is not None else None
     if kl is not None and beta > 0:
-        per_token = per_token + beta * kl
+        per_token = per_token + beta * (kl * ratio if kl_ratio_correction else kl)
+
+    if entropy_coef != 0:
+        per_token = per_token - entropy_coef * entropy
 
     loss = aggregate(per_token, mask, max_completion_length)
 
     # Clipping only zeroes the gradient when it lowers the objective: ratio too low for A < 0,
-    # too high for A > 0 (TRL's clip_ratio/region_mean).
+    # too high for A > 0 (TRL's clip_ratio/region_mean). Dual-clipped tokens (ratio > c, A < 0)
+    # are counted apart, so this stays comparable with and without dual-clip.
     is_clipped = ((ratio < 1 - eps_low) & (adv < 0)) | ((ratio > 1 + eps_high) & (adv > 0))
     return PolicyLossOutput(
         loss=loss,
         clip_fraction=_token_mean(is_clipped.to(ratio.dtype), mask),
         kl=_token_mean(kl, mask) if kl is not None else 0.0,
         ratio_mean=_token_mean(ratio, mask),
+        dual_clip_fraction=_token_mean(is_dual_clipped.to(ratio.dtype), mask),
+        entropy=_token_mean(entropy, mask) if entropy is not None else 0.0,
     )
