@@ -1,4 +1,4 @@
-"""The ``frugalrl`` command: train | demo | rewards (| eval | report | curate as they land).
+"""The ``frugalrl`` command: train | demo | rewards | eval | report.
 
 User errors (bad recipe, missing file, unknown name) print one line and exit 2, no traceback.
 """
@@ -95,6 +95,74 @@ def _cmd_rewards(args: argparse.Namespace) -> None:
         print(f"scored {len(scored)} rows -> {args.out}", file=sys.stderr)
 
 
+def _cmd_eval(args: argparse.Namespace) -> None:
+    from frugalrl.eval.benchmarks import load_benchmark, parse_benchmark_list
+    from frugalrl.eval.runner import EvalSettings, evaluate_model, regrade
+    from frugalrl.eval.summary import summary_markdown
+    from frugalrl.group_pool import default_workers
+    from frugalrl.rewards.answer import check_extraction
+
+    check_extraction(args.extraction)
+    workers = default_workers() if args.workers == "auto" else int(args.workers)
+    if args.regrade:
+        out = Path(args.out) if args.out else None
+        summary = regrade(Path(args.regrade), out, args.extraction, workers, args.timeout)
+        print(summary_markdown(summary, title=f"regrade of {args.regrade}"))
+        print(f"graded in {summary['grade_seconds']:.2f} s", file=sys.stderr)
+        return
+    if not args.model:
+        raise UserError("eval needs --model PATH_OR_RUN_DIR (or --regrade GENERATIONS.jsonl)")
+    if args.samples < 1:
+        raise UserError(f"--samples must be >= 1, got {args.samples}")
+    benchmarks = [
+        load_benchmark(
+            spec,
+            problem_field=args.problem_field,
+            answer_field=args.answer_field,
+            id_field=args.id_field,
+            limit=args.limit,
+        )
+        for spec in parse_benchmark_list(args.benchmarks)
+    ]
+    settings = EvalSettings(
+        samples=args.samples,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens,
+        prompt_template=args.prompt_template,
+        system_prompt=args.system_prompt,
+        extraction=args.extraction,
+        seed=args.seed,
+    )
+    out = Path(args.out) if args.out else Path("evals") / Path(args.model).name
+    summary = evaluate_model(
+        args.model,
+        benchmarks,
+        settings,
+        out,
+        engine=args.engine,
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        workers=workers,
+        timeout=args.timeout,
+        progress=not args.no_progress,
+    )
+    print(summary_markdown(summary, title=summary.get("model")))
+    print(f"written to {out}/ (generations.jsonl, summary.json, summary.md)", file=sys.stderr)
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from frugalrl.report.compare import compare_report
+
+    markdown, png = compare_report(
+        [Path(p) for p in args.paths], Path(args.out) if args.out else None, args.benchmark
+    )
+    print(markdown)
+    if png is not None:
+        print(f"frontier plot: {png}", file=sys.stderr)
+
+
 def _print_summary(summary: dict) -> None:
     ev = summary.get("eval", {})
     for label in ("base", "final"):
@@ -143,6 +211,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write scored rows here (default: stdout)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override the recipe")
     p.set_defaults(func=_cmd_rewards)
+
+    p = sub.add_parser("eval", help="evaluate a model on the math benchmarks (or --regrade)")
+    p.add_argument("--model", help="model directory, run directory (final/) or hub name")
+    p.add_argument(
+        "--benchmarks",
+        default="aime24,amc23,math500,minerva,olympiadbench",
+        help="comma-separated: aime24, amc23, math500, minerva, olympiadbench, gsm8k, all, "
+        "or a JSONL path (NAME=PATH names it); default: the open-rs five",
+    )
+    p.add_argument("--samples", type=int, default=1, help="k samples per problem (default 1)")
+    p.add_argument("--temperature", type=float, default=0.6, help="default 0.6 (open-rs)")
+    p.add_argument("--top-p", type=float, default=0.95, help="default 0.95 (open-rs)")
+    p.add_argument("--max-new-tokens", type=int, default=32768, help="default 32768 (open-rs)")
+    p.add_argument(
+        "--prompt-template",
+        default="open-rs-eval",
+        help="open-rs-eval (default), arora-zanette, open-rs (training system prompt), plain, "
+        "or a string with {problem}; the tokenizer's chat template is applied",
+    )
+    p.add_argument("--system-prompt", help="replace the template's system prompt")
+    p.add_argument("--engine", default="hf", help="rollout engine (hf; vllm with frugalrl[vllm])")
+    p.add_argument("--out", help="output directory (default evals/<model name>)")
+    p.add_argument("--limit", type=int, help="first N problems of each benchmark")
+    p.add_argument("--problem-field", default="problem", help="field of your own JSONL files")
+    p.add_argument("--answer-field", default="answer", help="field of your own JSONL files")
+    p.add_argument("--id-field", default="id", help="field of your own JSONL files")
+    p.add_argument(
+        "--extraction",
+        default="boxed_or_anchored",
+        help="final-answer extraction: boxed_or_anchored (default), boxed, boxed_latex_expr",
+    )
+    p.add_argument("--regrade", metavar="JSONL", help="re-grade saved generations, no model")
+    p.add_argument("--workers", default="auto", help="grading processes (auto: one per core)")
+    p.add_argument("--timeout", type=float, default=30.0, help="grading watchdog, seconds")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--dtype", default="auto", help="auto (bf16 on GPU), float32, bfloat16")
+    p.add_argument("--batch-size", type=int, default=256, help="sequences per generate call")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("report", help="compare eval/run directories: table + frontier PNG")
+    p.add_argument("paths", nargs="+", help="eval directories, run directories, summary.json")
+    p.add_argument("--out", help="where report.md and frontier.png go")
+    p.add_argument("--benchmark", default="overall", help="benchmark to compare (overall)")
+    p.set_defaults(func=_cmd_report)
     return parser
 
 

@@ -163,8 +163,15 @@ class TrainConfig(_Section):
 
 
 class EvalConfig(_Section):
-    path: str | None = Field(None, description="Held-out problems (JSONL); None: no evaluation.")
-    num_problems: int | None = Field(None, gt=0, description="Evaluate the first N problems.")
+    path: str | None = Field(None, description="Held-out problems (JSONL), named 'heldout'.")
+    benchmarks: list[str] = Field(
+        default_factory=list,
+        description="Also evaluate these (shipped names such as math500, or JSONL paths), "
+        "with the same sampling; [] = held-out only.",
+    )
+    num_problems: int | None = Field(
+        None, gt=0, description="Evaluate the first N problems of each set."
+    )
     samples_per_problem: int = Field(
         4, gt=0, description="k samples per problem, averaged (avg@k)."
     )

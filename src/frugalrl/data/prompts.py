@@ -42,6 +42,22 @@ def arora_zanette(problem: str) -> tuple[str | None, str]:
     )
 
 
+# lighteval's MATH query, the prompt open-r1 and open-rs evaluated with. Kept word for word:
+# benchmark scores move with the prompt, and comparability is the point of this template.
+OPEN_RS_EVAL_PROMPT = (
+    "Solve the following math problem efficiently and clearly. The last line of your response "
+    "should be of the following format: 'Therefore, the final answer is: $\\boxed{{ANSWER}}$. "
+    "I hope it is correct' (without quotes) where ANSWER is just the final number or expression "
+    "that solves the problem. Think step by step before answering.\n\n{problem}"
+)
+
+
+@PROMPT_TEMPLATES.register("open-rs-eval")
+def open_rs_eval(problem: str) -> tuple[str | None, str]:
+    """open-rs evaluation (lighteval MATH template): instructions, then the problem, one turn."""
+    return None, OPEN_RS_EVAL_PROMPT.format(problem=problem)
+
+
 @PROMPT_TEMPLATES.register("demo")
 def demo(problem: str) -> tuple[str | None, str]:
     """The built-in demo task's prompt."""

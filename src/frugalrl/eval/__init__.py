@@ -1,5 +1,1 @@
-"""Evaluation: held-out accuracy and token cost of a policy."""
-
-from frugalrl.eval.heldout import evaluate_problems
-
-__all__ = ["evaluate_problems"]
+"""Evaluation: benchmarks, sampling, grading and statistics of a policy's accuracy and tokens."""

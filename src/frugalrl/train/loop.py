@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from frugalrl.algo import group_advantages, ppo_clip_loss
 from frugalrl.algo.logprobs import completion_logprobs, pack_batch
@@ -34,7 +33,9 @@ from frugalrl.config import Config
 from frugalrl.data import build_messages, load_problems, render_prompt
 from frugalrl.data.sampler import PromptSampler
 from frugalrl.errors import UserError
-from frugalrl.eval import evaluate_problems
+from frugalrl.eval.benchmarks import Benchmark, load_benchmark
+from frugalrl.eval.runner import EvalSettings, evaluate_engine
+from frugalrl.policy import load_policy, pick_device
 from frugalrl.rewards import RewardSpec
 from frugalrl.rewards.registry import resolve_reward
 from frugalrl.rewards.scoring import RewardScorer
@@ -59,39 +60,6 @@ class RolloutBatch:
     advantages: torch.Tensor  # (N,)
     in_loss: torch.Tensor  # (N,) bool: scored, and not masked as truncated
     metrics: dict[str, float]
-
-
-def pick_device(name: str) -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def pick_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if bf16 else torch.float32
-    return getattr(torch, name)
-
-
-def load_policy(path: str | Path, config: Config, device: torch.device):
-    dtype = pick_dtype(config.model.dtype, device)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            path, trust_remote_code=config.model.trust_remote_code
-        )
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=dtype, trust_remote_code=config.model.trust_remote_code
-        )
-    except OSError as e:
-        raise UserError(f"cannot load model '{path}': {str(e).splitlines()[0]}") from None
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if config.model.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-    return model.to(device), tokenizer
 
 
 def encode_prompts(problems: list[dict], tokenizer, config: Config) -> list[list[int]]:
@@ -257,25 +225,41 @@ def build_optimizer(model, config: Config):
 
 
 def run_eval(engine, tokenizer, config: Config, label: str, run_dir: Path) -> dict[str, Any] | None:
+    """Evaluate the current policy on the held-out set and ``eval.benchmarks`` into
+    ``run_dir/eval/label``; returns the held-out statistics (else the overall ones)."""
     e = config.eval
-    if e.path is None:
+    benchmarks = [load_benchmark(spec, limit=e.num_problems) for spec in e.benchmarks]
+    if e.path is not None:
+        heldout = load_problems(
+            e.path,
+            problem_field=config.data.problem_field,
+            answer_field=config.data.answer_field,
+            limit=e.num_problems,
+        )
+        benchmarks.insert(0, Benchmark("heldout", heldout))
+    if not benchmarks:
         return None
-    problems = load_problems(e.path, limit=e.num_problems)
-    params = SamplingParams(
-        e.temperature, e.top_p, e.max_new_tokens or config.rollout.max_completion_tokens
+    settings = EvalSettings(
+        samples=e.samples_per_problem,
+        temperature=e.temperature,
+        top_p=e.top_p,
+        max_new_tokens=e.max_new_tokens or config.rollout.max_completion_tokens,
+        prompt_template=config.data.prompt_template,
+        system_prompt=config.data.system_prompt,
+        seed=config.train.seed,
     )
-    result = evaluate_problems(
+    summary = evaluate_engine(
         engine,
-        problems,
-        encode_prompts(problems, tokenizer, config),
-        e.samples_per_problem,
-        params,
-        generations_path=run_dir / "eval" / label / "generations.jsonl",
-        scoring_workers=config.scoring.resolved_workers(),
-        scoring_timeout=config.scoring.timeout_seconds,
+        tokenizer,
+        benchmarks,
+        settings,
+        run_dir / "eval" / label,
+        workers=config.scoring.resolved_workers(),
+        timeout=config.scoring.timeout_seconds,
+        progress=config.logging.progress,
+        title=f"{config.name}: {label}",
     )
-    (run_dir / "eval" / label / "result.json").write_text(json.dumps(result, indent=2))
-    return result
+    return summary["benchmarks"]["heldout"] if e.path is not None else summary["overall"]
 
 
 def train(config: Config, resume: bool = False) -> dict[str, Any]:
@@ -302,10 +286,18 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
         limit=config.data.limit,
     )
     start_path = checkpoints[-1] if checkpoints else config.model.name_or_path
-    model, tokenizer = load_policy(start_path, config, device)
+    model, tokenizer = load_policy(
+        start_path,
+        config.model.dtype,
+        device,
+        config.model.trust_remote_code,
+        config.model.gradient_checkpointing,
+    )
     ref_model = None
     if config.algo.beta > 0:
-        ref_model, _ = load_policy(config.model.name_or_path, config, device)
+        ref_model, _ = load_policy(
+            config.model.name_or_path, config.model.dtype, device, config.model.trust_remote_code
+        )
         ref_model.eval().requires_grad_(False)
     engine = ROLLOUT_ENGINES.get(config.rollout.engine)(
         model, tokenizer, batch_size=config.rollout.batch_size

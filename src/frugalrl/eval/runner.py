@@ -1,0 +1,234 @@
+"""``frugalrl eval``: sample k completions per benchmark problem, grade them, summarise.
+
+Writes to the output directory:
+
+* ``generations.jsonl``: one row per sample (benchmark, id, sample, completion, answer,
+  extracted, correct, ungraded, tokens, finished, answer_group);
+* ``summary.json``: avg@k with a bootstrap CI, pass@k, maj@k and token statistics per
+  benchmark and overall (:mod:`frugalrl.eval.summary`), plus how the samples were made;
+* ``summary.md``: the same as a markdown table (also printed).
+
+``regrade`` re-grades saved generations (ours, or another tool's) without a model.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from frugalrl.data import build_messages, render_prompt
+from frugalrl.data.dataset import read_jsonl
+from frugalrl.errors import UserError
+from frugalrl.eval.benchmarks import Benchmark
+from frugalrl.eval.grading import grade_rows
+from frugalrl.eval.summary import summarize, summary_markdown
+from frugalrl.rewards.answer import DEFAULT_EXTRACTION
+from frugalrl.rollout import ROLLOUT_ENGINES, RolloutEngine, SamplingParams
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How completions are sampled; defaults follow the open-rs evaluation (PAPERS.md §1)."""
+
+    samples: int = 1  # k samples per problem; open-rs used 1 (hence its ±10-point AIME swings)
+    temperature: float = 0.6  # open-rs and Arora & Zanette both evaluate at 0.6
+    top_p: float = 0.95  # open-rs (lighteval) evaluation
+    max_new_tokens: int = 32768  # open-rs: up to 32,768 new tokens
+    prompt_template: str = "open-rs-eval"  # lighteval's MATH prompt, as open-rs evaluated
+    system_prompt: str | None = None
+    extraction: str = DEFAULT_EXTRACTION
+    seed: int = 0
+    chunk_prompts: int = 64  # prompts per generate call (a progress tick, a memory bound)
+
+    def sampling(self) -> SamplingParams:
+        return SamplingParams(self.temperature, self.top_p, self.max_new_tokens)
+
+
+def resolve_model_dir(path: str | Path) -> str:
+    """A model directory, a run directory (its ``final/``, else its newest checkpoint) or a
+    hub name, as a path ``from_pretrained`` accepts."""
+    from frugalrl.train.checkpoint import list_checkpoints
+
+    p = Path(path)
+    if (p / "config.json").is_file():
+        return str(p)
+    if (p / "final" / "config.json").is_file():
+        return str(p / "final")
+    checkpoints = list_checkpoints(p)
+    if checkpoints:
+        return str(checkpoints[-1])
+    if p.exists():
+        raise UserError(f"{p}: no model here (expected config.json, final/ or checkpoints/)")
+    return str(path)  # a hub name: from_pretrained reports if it cannot be had
+
+
+def encode(problems: Sequence[dict], tokenizer, template: str, system: str | None) -> list:
+    ids = []
+    for p in problems:
+        text = render_prompt(tokenizer, build_messages(p["problem"], template, system))
+        ids.append(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return ids
+
+
+def sample_rows(
+    engine: RolloutEngine,
+    tokenizer,
+    benchmark: str,
+    problems: Sequence[dict],
+    settings: EvalSettings,
+    bar: tqdm | None = None,
+) -> list[dict[str, Any]]:
+    """Ungraded generation rows: ``settings.samples`` completions of every problem."""
+    prompt_ids = encode(problems, tokenizer, settings.prompt_template, settings.system_prompt)
+    rows: list[dict[str, Any]] = []
+    for start in range(0, len(problems), settings.chunk_prompts):
+        chunk = slice(start, start + settings.chunk_prompts)
+        groups = engine.generate(prompt_ids[chunk], settings.samples, settings.sampling())
+        for j, (problem, group) in enumerate(zip(problems[chunk], groups, strict=True)):
+            problem_id = str(problem.get("id", f"{benchmark}-{start + j}"))
+            for i, c in enumerate(group):
+                rows.append(
+                    {
+                        "benchmark": benchmark,
+                        "id": problem_id,
+                        "sample": i,
+                        "completion": c.text,
+                        "answer": problem["answer"],
+                        "tokens": c.num_tokens,
+                        "finished": c.finished,
+                    }
+                )
+        if bar is not None:
+            bar.update(len(problems[chunk]))
+    return rows
+
+
+def write_results(out: Path, rows: Sequence[dict], meta: dict[str, Any], title: str) -> dict:
+    """Summarise graded ``rows`` into ``out`` (generations, summary.json, summary.md)."""
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "generations.jsonl.tmp"
+    with tmp.open("w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    tmp.replace(out / "generations.jsonl")
+    summary = {**summarize(rows), **meta}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "summary.md").write_text(summary_markdown(summary, title=title) + "\n")
+    return summary
+
+
+def evaluate_engine(
+    engine: RolloutEngine,
+    tokenizer,
+    benchmarks: Sequence[Benchmark],
+    settings: EvalSettings,
+    out: Path,
+    meta: dict[str, Any] | None = None,
+    workers: int = 0,
+    timeout: float = 30.0,
+    progress: bool = True,
+    title: str = "evaluation",
+) -> dict[str, Any]:
+    """Sample, grade and summarise ``benchmarks`` with an engine already holding the policy."""
+    torch.manual_seed(settings.seed)
+    t0 = time.perf_counter()
+    total = sum(len(b.problems) for b in benchmarks)
+    rows: list[dict[str, Any]] = []
+    with tqdm(total=total, desc="eval", unit="problem", disable=not progress) as bar:
+        for b in benchmarks:
+            bar.set_postfix_str(b.name)
+            rows += sample_rows(engine, tokenizer, b.name, b.problems, settings, bar)
+    generate_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rows = grade_rows(rows, settings.extraction, workers, timeout)
+    meta = {
+        **(meta or {}),
+        "settings": asdict(settings),
+        "generate_seconds": generate_seconds,
+        "grade_seconds": time.perf_counter() - t0,
+    }
+    return write_results(out, rows, meta, title)
+
+
+def evaluate_model(
+    model: str | Path,
+    benchmarks: Sequence[Benchmark],
+    settings: EvalSettings,
+    out: Path,
+    engine: str = "hf",
+    device: str = "auto",
+    dtype: str = "auto",
+    batch_size: int = 256,
+    workers: int = 0,
+    timeout: float = 30.0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """``frugalrl eval --model``: load the policy, then :func:`evaluate_engine`."""
+    from frugalrl.policy import load_policy, pick_device
+
+    model_dir = resolve_model_dir(model)
+    policy, tokenizer = load_policy(model_dir, dtype, pick_device(device))
+    rollout = ROLLOUT_ENGINES.get(engine)(policy, tokenizer, batch_size=batch_size)
+    meta = {"model": model_dir, "engine": engine}
+    return evaluate_engine(
+        rollout, tokenizer, benchmarks, settings, out, meta, workers, timeout, progress, model_dir
+    )
+
+
+def read_generations(path: Path) -> list[dict[str, Any]]:
+    """Rows to re-grade, from frugalrl or another tool.
+
+    Each row needs the gold ``answer``, the model text in ``completion`` (or ``response``) and
+    its problem in ``id`` (or ``problem``); ``benchmark`` defaults to the file's stem; ``tokens``
+    and ``finished`` are kept when present.
+    """
+    rows = []
+    seen: dict[tuple[str, str], int] = {}
+    for n, raw in enumerate(read_jsonl(path), 1):
+        text = raw.get("completion", raw.get("response"))
+        key = raw.get("id", raw.get("problem"))
+        for field, value in (("answer", raw.get("answer")), ("completion", text), ("id", key)):
+            if value is None:
+                alt = {"completion": " (or 'response')", "id": " (or 'problem')"}.get(field, "")
+                raise UserError(f"{path}: row {n}: missing field '{field}'{alt}")
+        benchmark = str(raw.get("benchmark", path.stem))
+        problem = (benchmark, str(key))
+        sample = raw.get("sample", seen.get(problem, 0))
+        seen[problem] = seen.get(problem, 0) + 1
+        rows.append(
+            {
+                "benchmark": benchmark,
+                "id": str(key),
+                "sample": sample,
+                "completion": str(text),
+                "answer": str(raw["answer"]),
+                "tokens": raw.get("tokens"),
+                "finished": raw.get("finished"),
+            }
+        )
+    if not rows:
+        raise UserError(f"{path}: no rows to grade")
+    return rows
+
+
+def regrade(
+    path: Path,
+    out: Path | None = None,
+    extraction: str = DEFAULT_EXTRACTION,
+    workers: int = 0,
+    timeout: float = 30.0,
+) -> dict[str, Any]:
+    """Grade saved generations again (no model) and summarise them like ``frugalrl eval``."""
+    t0 = time.perf_counter()
+    rows = grade_rows(read_generations(path), extraction, workers, timeout)
+    meta = {"regraded": str(path), "extraction": extraction}
+    meta["grade_seconds"] = time.perf_counter() - t0
+    if out is None:
+        return {**summarize(rows), **meta}
+    return write_results(out, rows, meta, title=f"regrade of {path}")
