@@ -7,7 +7,8 @@ import pytest
 from frugalrl.cli import main
 from frugalrl.errors import UserError
 from frugalrl.eval.grading import grade_problem, grade_rows
-from frugalrl.eval.runner import read_generations, resolve_model_dir
+from frugalrl.eval.regrade import read_generations
+from frugalrl.eval.runner import resolve_model_dir
 
 
 def write_jsonl(path, rows):

@@ -97,7 +97,7 @@ def _cmd_rewards(args: argparse.Namespace) -> None:
 
 def _cmd_eval(args: argparse.Namespace) -> None:
     from frugalrl.eval.benchmarks import load_benchmark, parse_benchmark_list
-    from frugalrl.eval.runner import EvalSettings, evaluate_model, regrade
+    from frugalrl.eval.regrade import regrade
     from frugalrl.eval.summary import summary_markdown
     from frugalrl.group_pool import default_workers
     from frugalrl.rewards.answer import check_extraction
@@ -112,6 +112,8 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         return
     if not args.model:
         raise UserError("eval needs --model PATH_OR_RUN_DIR (or --regrade GENERATIONS.jsonl)")
+    from frugalrl.eval.runner import EvalSettings, evaluate_model  # imports torch
+
     if args.samples < 1:
         raise UserError(f"--samples must be >= 1, got {args.samples}")
     benchmarks = [
@@ -267,7 +269,11 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    if not args.verbose:
+    if (
+        not args.verbose
+        and args.command in {"train", "demo", "eval"}
+        and not getattr(args, "regrade", None)
+    ):
         # transformers draws a bar per weight load/save; ours are the ones that matter.
         import transformers
 

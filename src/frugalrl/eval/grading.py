@@ -2,8 +2,8 @@
 
 One problem's k samples are graded together (the unit the worker pool and its watchdog run),
 so that majority voting can group answers that math-verify finds equivalent ("1/2", "0.5",
-"\\frac{1}{2}") within the problem. Correctness comes from the same cached ``grade`` as the
-training rewards, so evaluation and training can never disagree on a completion.
+"\\frac{1}{2}") within the problem. Correctness comes from the same extraction and comparison
+as the training rewards (:mod:`frugalrl.rewards.answer`), each completion parsed once.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from frugalrl.group_pool import GroupPool
 from frugalrl.rewards.answer import (
     DEFAULT_EXTRACTION,
     VERIFY_TIMEOUT_S,
-    _timeout,
+    answers_match,
     check_extraction,
-    grade,
+    main_thread_timeout,
     parse_completion,
+    parse_gold,
 )
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def _extracted_text(parsed: Sequence[Any]) -> str | None:
 
 def _equivalent(a: Sequence[Any], b: Sequence[Any]) -> bool:
     try:
-        return bool(verify(a, b, timeout_seconds=_timeout(VERIFY_TIMEOUT_S)))
+        return bool(verify(a, b, timeout_seconds=main_thread_timeout(VERIFY_TIMEOUT_S)))
     except BaseException:  # math-verify's TimeoutException is a BaseException
         return False
 
@@ -62,8 +63,9 @@ def grade_problem(
     texts: dict[str, int] = {}
     for completion, gold in samples:
         try:
+            gold_parsed = parse_gold(gold)
             parsed = parse_completion(completion, extraction)
-            correct = grade(completion, gold, extraction)
+            correct = None if gold_parsed is None else answers_match(gold_parsed, parsed)
         except Exception as e:  # a math-verify timeout or failure: this sample is ungraded
             log.debug("grading failed: %r", e)
             grades.append(Grade(None, False, True, None))

@@ -8,12 +8,11 @@ Writes to the output directory:
   benchmark and overall (:mod:`frugalrl.eval.summary`), plus how the samples were made;
 * ``summary.md``: the same as a markdown table (also printed).
 
-``regrade`` re-grades saved generations (ours, or another tool's) without a model.
+:mod:`frugalrl.eval.regrade` re-grades saved generations (ours, or another tool's) without a model.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -24,11 +23,10 @@ import torch
 from tqdm.auto import tqdm
 
 from frugalrl.data import build_messages, render_prompt
-from frugalrl.data.dataset import read_jsonl
 from frugalrl.errors import UserError
 from frugalrl.eval.benchmarks import Benchmark
 from frugalrl.eval.grading import grade_rows
-from frugalrl.eval.summary import summarize, summary_markdown
+from frugalrl.eval.regrade import write_results
 from frugalrl.rewards.answer import DEFAULT_EXTRACTION
 from frugalrl.rollout import ROLLOUT_ENGINES, RolloutEngine, SamplingParams
 
@@ -110,19 +108,6 @@ def sample_rows(
     return rows
 
 
-def write_results(out: Path, rows: Sequence[dict], meta: dict[str, Any], title: str) -> dict:
-    """Summarise graded ``rows`` into ``out`` (generations, summary.json, summary.md)."""
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "generations.jsonl.tmp"
-    with tmp.open("w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
-    tmp.replace(out / "generations.jsonl")
-    summary = {**summarize(rows), **meta}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    (out / "summary.md").write_text(summary_markdown(summary, title=title) + "\n")
-    return summary
-
-
 def evaluate_engine(
     engine: RolloutEngine,
     tokenizer,
@@ -179,56 +164,3 @@ def evaluate_model(
     return evaluate_engine(
         rollout, tokenizer, benchmarks, settings, out, meta, workers, timeout, progress, model_dir
     )
-
-
-def read_generations(path: Path) -> list[dict[str, Any]]:
-    """Rows to re-grade, from frugalrl or another tool.
-
-    Each row needs the gold ``answer``, the model text in ``completion`` (or ``response``) and
-    its problem in ``id`` (or ``problem``); ``benchmark`` defaults to the file's stem; ``tokens``
-    and ``finished`` are kept when present.
-    """
-    rows = []
-    seen: dict[tuple[str, str], int] = {}
-    for n, raw in enumerate(read_jsonl(path), 1):
-        text = raw.get("completion", raw.get("response"))
-        key = raw.get("id", raw.get("problem"))
-        for field, value in (("answer", raw.get("answer")), ("completion", text), ("id", key)):
-            if value is None:
-                alt = {"completion": " (or 'response')", "id": " (or 'problem')"}.get(field, "")
-                raise UserError(f"{path}: row {n}: missing field '{field}'{alt}")
-        benchmark = str(raw.get("benchmark", path.stem))
-        problem = (benchmark, str(key))
-        sample = raw.get("sample", seen.get(problem, 0))
-        seen[problem] = seen.get(problem, 0) + 1
-        rows.append(
-            {
-                "benchmark": benchmark,
-                "id": str(key),
-                "sample": sample,
-                "completion": str(text),
-                "answer": str(raw["answer"]),
-                "tokens": raw.get("tokens"),
-                "finished": raw.get("finished"),
-            }
-        )
-    if not rows:
-        raise UserError(f"{path}: no rows to grade")
-    return rows
-
-
-def regrade(
-    path: Path,
-    out: Path | None = None,
-    extraction: str = DEFAULT_EXTRACTION,
-    workers: int = 0,
-    timeout: float = 30.0,
-) -> dict[str, Any]:
-    """Grade saved generations again (no model) and summarise them like ``frugalrl eval``."""
-    t0 = time.perf_counter()
-    rows = grade_rows(read_generations(path), extraction, workers, timeout)
-    meta = {"regraded": str(path), "extraction": extraction}
-    meta["grade_seconds"] = time.perf_counter() - t0
-    if out is None:
-        return {**summarize(rows), **meta}
-    return write_results(out, rows, meta, title=f"regrade of {path}")

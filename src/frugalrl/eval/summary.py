@@ -188,6 +188,25 @@ def format_tokens(value: Any) -> str:
     return f"{value:.0f}" if _is_number(value) else "n/a"
 
 
+def stats_cells(stats: Mapping[str, Any], median: bool = True) -> list[str]:
+    """Table cells of one stats dict: problems, k, avg@k (CI), pass@k, maj@k, mean tokens,
+    [median tokens,] tokens/correct, truncated %."""
+    cells = [
+        str(stats.get("num_problems", "n/a")),
+        str(stats.get("samples_per_problem", "n/a")),
+        format_accuracy(stats),
+        format_pass_at_k(stats),
+        format_percent(stats.get("maj_at_k")),
+        format_tokens(stats.get("mean_tokens")),
+        format_tokens(stats.get("median_tokens")),
+        format_tokens(stats.get("tokens_per_correct")),
+        format_percent(stats.get("truncated_fraction")),
+    ]
+    if not median:
+        del cells[6]
+    return cells
+
+
 def summary_markdown(summary: Mapping[str, Any], title: str | None = None) -> str:
     """One table row per benchmark plus 'overall'; rates in percent, tokens rounded."""
     lines = [f"## {title}", ""] if title else []
@@ -200,17 +219,6 @@ def summary_markdown(summary: Mapping[str, Any], title: str | None = None) -> st
     for name, stats in named:
         if not isinstance(stats, Mapping):
             continue
-        cells = [
-            f"**{name}**" if name == "overall" else name,
-            str(stats.get("num_problems", "n/a")),
-            str(stats.get("samples_per_problem", "n/a")),
-            format_accuracy(stats),
-            format_pass_at_k(stats),
-            format_percent(stats.get("maj_at_k")),
-            format_tokens(stats.get("mean_tokens")),
-            format_tokens(stats.get("median_tokens")),
-            format_tokens(stats.get("tokens_per_correct")),
-            format_percent(stats.get("truncated_fraction")),
-        ]
+        cells = [f"**{name}**" if name == "overall" else name, *stats_cells(stats)]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"

@@ -23,12 +23,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from frugalrl.errors import UserError
-from frugalrl.eval.summary import (
-    format_accuracy,
-    format_pass_at_k,
-    format_percent,
-    format_tokens,
-)
+from frugalrl.eval.summary import format_percent, stats_cells
 from frugalrl.report.run_report import SUMMARY_FILE, _cell, _is_number, _new_axes, _read_summary
 
 REPORT_FILE = "report.md"
@@ -232,17 +227,7 @@ def _main_table(entries: Sequence[Entry], benchmark: str) -> tuple[list[str], li
         if stats is None:
             missing.append(entry.label)
             continue
-        cells = [
-            entry.label,
-            str(stats.get("num_problems", "n/a")),
-            str(stats.get("samples_per_problem", "n/a")),
-            format_accuracy(stats),
-            format_pass_at_k(stats),
-            format_percent(stats.get("maj_at_k")),
-            format_tokens(stats.get("mean_tokens")),
-            format_tokens(stats.get("tokens_per_correct")),
-            format_percent(stats.get("truncated_fraction")),
-        ]
+        cells = [entry.label, *stats_cells(stats, median=False)]
         lines.append(_row(cells))
     return lines, missing
 

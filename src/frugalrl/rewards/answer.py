@@ -91,7 +91,8 @@ class GradingTimeout(Exception):
     """math-verify ran out of time (an ``Exception``, unlike math-verify's own BaseException)."""
 
 
-def _timeout(seconds: int) -> int | None:
+def main_thread_timeout(seconds: int) -> int | None:
+    """``seconds`` in the main thread; None (no limit) elsewhere, where signal.alarm cannot work."""
     return seconds if threading.current_thread() is threading.main_thread() else None
 
 
@@ -158,7 +159,7 @@ def parse_gold(answer: str) -> tuple[Any, ...] | None:
             candidate,
             extraction_config=config,
             extraction_mode="first_match",
-            parsing_timeout=_timeout(PARSE_TIMEOUT_S),
+            parsing_timeout=main_thread_timeout(PARSE_TIMEOUT_S),
         )
         if _has_math(parsed):
             return tuple(parsed)
@@ -189,28 +190,29 @@ def parse_completion(completion: str, extraction: str = DEFAULT_EXTRACTION) -> l
             text,
             extraction_config=_ANCHORED_CONFIG if boxed is not None else fallback,
             extraction_mode="first_match",
-            parsing_timeout=_timeout(PARSE_TIMEOUT_S),
+            parsing_timeout=main_thread_timeout(PARSE_TIMEOUT_S),
             raise_on_error=True,
         )
     except TimeoutException as e:
         raise GradingTimeout("math-verify timed out parsing a completion") from e
 
 
-def is_correct(
-    completion: str, gold_parsed: Sequence[Any], extraction: str = DEFAULT_EXTRACTION
-) -> bool:
-    """True iff math-verify finds the completion's final answer equivalent to the gold one.
+def answers_match(gold_parsed: Sequence[Any], predicted: Sequence[Any]) -> bool:
+    """True iff math-verify finds a predicted answer equivalent to a gold one.
 
-    ``gold_parsed`` comes from :func:`parse_gold`. Comparison errors count as "not equivalent"
-    (as in math-verify); a timeout raises GradingTimeout unless another comparison succeeded.
+    Both come from math-verify's ``parse`` (:func:`parse_gold`, :func:`parse_completion`).
+    Comparison errors count as "not equivalent" (as in math-verify); a timeout raises
+    GradingTimeout unless another comparison succeeded.
     """
-    predicted = parse_completion(completion, extraction)
     timed_out = False
     for gold in gold_parsed:
         for pred in predicted:
             try:
                 if verify(
-                    gold, pred, timeout_seconds=_timeout(VERIFY_TIMEOUT_S), raise_on_error=True
+                    gold,
+                    pred,
+                    timeout_seconds=main_thread_timeout(VERIFY_TIMEOUT_S),
+                    raise_on_error=True,
                 ):
                     return True
             except TimeoutException:
@@ -220,6 +222,13 @@ def is_correct(
     if timed_out:
         raise GradingTimeout("math-verify timed out comparing answers")
     return False
+
+
+def is_correct(
+    completion: str, gold_parsed: Sequence[Any], extraction: str = DEFAULT_EXTRACTION
+) -> bool:
+    """True iff math-verify finds the completion's final answer equivalent to the gold one."""
+    return answers_match(gold_parsed, parse_completion(completion, extraction))
 
 
 @functools.lru_cache(maxsize=65536)
