@@ -97,15 +97,72 @@ class AlgoConfig(_Section):
     epsilon_low: float = Field(0.2, ge=0, description="PPO clip below 1; open-rs/GRPO: 0.2.")
     epsilon_high: float = Field(0.2, ge=0, description="PPO clip above 1; DAPO clip-higher: 0.28.")
     beta: float = Field(
-        0.04, ge=0, description="KL-to-reference weight; open-rs: 0.04; 0 = no ref."
+        0.04,
+        ge=0,
+        description="KL-to-reference weight; open-rs: 0.04; 0 = no reference model loaded. "
+        "In the loss, or in the reward with kl_in_reward.",
     )
-    kl_estimator: str = Field("k3", description="KL estimator by name; open-rs/TRL use k3.")
+    kl_estimator: str = Field(
+        "k3",
+        description="KL estimator by name; open-rs/TRL use k3 in the loss, Arora & Zanette k1 in "
+        "the reward (summed over tokens, k1 is the sequence log-ratio).",
+    )
     num_iterations: int = Field(
         1, ge=1, description="μ: optimisation passes per generated batch; open-rs: 1."
     )
     mask_truncated: bool = Field(
         False, description="Drop truncated completions from the loss (DAPO overlong filtering)."
     )
+    dual_clip_c: float | None = Field(
+        None,
+        gt=1,
+        description="Dual-clip bound: for A < 0 cap the per-token loss at −c·A (verl's "
+        "clip_ratio_c = 3), so one token the old policy found unlikely cannot dominate the "
+        "batch; None = off, as in GRPO, open-rs and the papers. Binds only when μ > 1 (with one "
+        "pass the ratio is 1).",
+    )
+    entropy_coef: float = Field(
+        0.0,
+        ge=0,
+        description="Entropy bonus weight, subtracted per token before aggregation (verl); "
+        "0 = off, as in every paper here. When > 0 the entropy is computed with its gradient "
+        "(more memory).",
+    )
+    kl_in_reward: bool = Field(
+        False,
+        description="Fold β·Σ_t KL_t (with kl_estimator) into each completion's reward before "
+        "the advantages, and drop the KL term from the loss: Arora & Zanette (k1, β 0.001), "
+        "verl's use_kl_in_reward. False = KL as a loss term, as GRPO and open-rs.",
+    )
+    kl_ratio_correction: bool = Field(
+        False,
+        description="Weight the loss KL by the PPO ratio (TRL's use_bias_correction_kl, on by "
+        "default in TRL 1.16): the unbiased reverse-KL gradient. Off, as in GRPO, open-rs, verl.",
+    )
+    dynamic_sampling: bool = Field(
+        False,
+        description="DAPO dynamic sampling: drop groups whose scored rewards are all equal (zero "
+        "advantage, no signal) and sample more prompts until train.prompts_per_step informative "
+        "groups are collected. DAPO filters on accuracy alone; here on the total reward, what the "
+        "advantage sees. Off by default (open-rs, GRPO); DAPO turns it on.",
+    )
+    max_sampling_rounds: int = Field(
+        3,
+        ge=0,
+        description="Dynamic sampling: at most this many extra generation rounds per step, then "
+        "train on the informative groups collected (none: the step is skipped); bounds the cost "
+        "on data too easy or too hard (DAPO's max_num_gen_batches, here counted past the first).",
+    )
+
+    @property
+    def loss_beta(self) -> float:
+        """β of the loss's KL term: 0 when the KL is folded into the reward instead."""
+        return 0.0 if self.kl_in_reward else self.beta
+
+    @property
+    def reward_beta(self) -> float:
+        """β of the KL penalty on the reward: 0 unless ``kl_in_reward``."""
+        return self.beta if self.kl_in_reward else 0.0
 
 
 class ScoringConfig(_Section):

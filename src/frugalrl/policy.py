@@ -48,5 +48,7 @@ def load_policy(
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        # transformers 5 renamed it; older versions only have the first name
+        enable = getattr(model, "activation_checkpointing_enable", None)
+        (enable or model.gradient_checkpointing_enable)()
     return model.to(device), tokenizer

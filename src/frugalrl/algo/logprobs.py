@@ -36,13 +36,20 @@ def pack_batch(
 
 
 def completion_logprobs(
-    model, batch: dict[str, Tensor], temperature: float = 1.0, with_entropy: bool = False
+    model,
+    batch: dict[str, Tensor],
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+    entropy_grad: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """log π(y_t | x, y_<t) for every completion token, from logits / temperature.
 
     Dividing by the sampling temperature makes these the log-probs of the distribution the
     completions were actually drawn from, so the PPO ratio compares like with like.
-    Returns (B, T_completion) log-probs and, if asked, the per-token entropy (detached).
+    Returns (B, T_completion) log-probs and, if asked, the per-token entropy of the same
+    tempered distribution: detached by default (a logged statistic: keeping its graph would hold
+    another (B, T, vocab) tensor for backward), with ``entropy_grad`` part of the graph, for an
+    entropy bonus that actually moves the policy.
     """
     width = batch["completion_mask"].shape[1]
     ids = batch["input_ids"]
@@ -59,7 +66,7 @@ def completion_logprobs(
     targets = ids[:, -width:]
     logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     entropy = None
-    if with_entropy:
-        with torch.no_grad():
+    if with_entropy or entropy_grad:
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
             entropy = -(logp_all.exp() * logp_all).sum(-1)
     return logp, entropy

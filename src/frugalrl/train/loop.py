@@ -1,13 +1,17 @@
 """The GRPO-family training loop: generate, score, compute advantages, update, log, checkpoint.
 
-One step (PAPERS.md §1, DESIGN.md "data flow"):
+One step (PAPERS.md §1, §3; DESIGN.md "data flow"):
 
 1. draw ``prompts_per_step`` problems and sample ``G = num_generations`` completions each;
 2. score each group with the recipe's weighted rewards (None → excluded from the loss);
-3. advantages from the named estimator, per group;
+   with ``algo.dynamic_sampling`` (DAPO), drop groups whose rewards are all equal and sample
+   more prompts until the batch is full or ``algo.max_sampling_rounds`` extra rounds are spent;
+3. with ``algo.kl_in_reward`` (Arora & Zanette), subtract β·Σ_t KL_t from each reward; then
+   advantages from the named estimator;
 4. ``num_iterations`` (μ) passes of the PPO-clip loss over the batch in micro-batches
    (gradient accumulation), one optimizer step per pass, against the log-probs the batch was
-   sampled with; optional KL to a frozen reference when β > 0.
+   sampled with; optional KL to a frozen reference in the loss when β > 0 (and the KL is not in
+   the reward), optional dual-clip and entropy bonus.
 
 Which estimator, aggregation, KL estimator, rewards and engine are used is config, never a
 branch here.
@@ -18,8 +22,9 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from frugalrl.algo import group_advantages, ppo_clip_loss
+from frugalrl.algo import group_advantages, kl_penalized_rewards, ppo_clip_loss
 from frugalrl.algo.logprobs import completion_logprobs, pack_batch
 from frugalrl.config import Config
 from frugalrl.data import build_messages, load_problems, render_prompt
@@ -52,6 +57,59 @@ from frugalrl.train.schedule import lr_multiplier
 
 
 @dataclass
+class ScoredGroups:
+    """Prompts with their G sampled completions each and the completions' rewards, one row a prompt.
+
+    Rewards stay Python floats (NaN = unscored) until advantages need a tensor, so the logged
+    means are the float64 ones. Counters and timings belong to the rounds that spent them.
+    """
+
+    prompt_ids: list[list[int]]
+    groups: list[list[Completion]]
+    totals: list[list[float]]  # weighted total reward per completion
+    per_reward: dict[str, list[list[float]]]  # each reward term, same layout
+    failed_groups: int = 0
+    timed_out_groups: int = 0
+    generation_seconds: float = 0.0
+    scoring_seconds: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    @property
+    def rewards(self) -> torch.Tensor:
+        """(prompts, G) float32 totals, NaN where unscored."""
+        if not self.totals:  # view(0, -1) is ambiguous, and dynamic sampling may keep nothing
+            return torch.empty(0, 0)
+        return torch.tensor(self.totals, dtype=torch.float32).view(len(self), -1)
+
+    def select(self, keep: list[int]) -> ScoredGroups:
+        """Only the groups at ``keep``; counters and timings stay with this round (not copied)."""
+        return ScoredGroups(
+            [self.prompt_ids[i] for i in keep],
+            [self.groups[i] for i in keep],
+            [self.totals[i] for i in keep],
+            {name: [v[i] for i in keep] for name, v in self.per_reward.items()},
+        )
+
+    @staticmethod
+    def concat(parts: list[ScoredGroups]) -> ScoredGroups:
+        return ScoredGroups(
+            [p for part in parts for p in part.prompt_ids],
+            [g for part in parts for g in part.groups],
+            [t for part in parts for t in part.totals],
+            {
+                name: [v for part in parts for v in part.per_reward[name]]
+                for name in parts[0].per_reward
+            },
+            failed_groups=sum(p.failed_groups for p in parts),
+            timed_out_groups=sum(p.timed_out_groups for p in parts),
+            generation_seconds=sum(p.generation_seconds for p in parts),
+            scoring_seconds=sum(p.scoring_seconds for p in parts),
+        )
+
+
+@dataclass
 class RolloutBatch:
     """One step's experience, flattened to one row per completion."""
 
@@ -59,7 +117,11 @@ class RolloutBatch:
     completions: list[Completion]
     advantages: torch.Tensor  # (N,)
     in_loss: torch.Tensor  # (N,) bool: scored, and not masked as truncated
-    metrics: dict[str, float]
+    metrics: dict[str, float] = field(default_factory=dict)
+    # Per micro-batch log-probs already computed at rollout time (KL in the reward needs both),
+    # reused by the update instead of a second forward pass; None: the update computes them.
+    old_logps: list[torch.Tensor] | None = None
+    ref_logps: list[torch.Tensor] | None = None
 
 
 def encode_prompts(problems: list[dict], tokenizer, config: Config) -> list[list[int]]:
@@ -73,8 +135,8 @@ def encode_prompts(problems: list[dict], tokenizer, config: Config) -> list[list
     return ids
 
 
-def collect_rollouts(engine, problems, prompt_ids, config: Config, scorer) -> RolloutBatch:
-    """Sample G completions per prompt, score each group, turn rewards into advantages."""
+def collect_rollouts(engine, problems, prompt_ids, config: Config, scorer) -> ScoredGroups:
+    """One round: sample G completions per prompt and score each group."""
     r = config.rollout
     params = SamplingParams(r.temperature, r.top_p, r.max_completion_tokens)
     t0 = time.perf_counter()
@@ -90,31 +152,45 @@ def collect_rollouts(engine, problems, prompt_ids, config: Config, scorer) -> Ro
     )
     score_seconds = time.perf_counter() - t0
 
-    def flat(values: list[list[float | None]]) -> list[float]:
-        return [math.nan if v is None else v for group in values for v in group]
+    def nan_for_none(values: list[list[float | None]]) -> list[list[float]]:
+        return [[math.nan if v is None else v for v in group] for group in values]
 
-    per_reward = {name: flat(v) for name, v in scored_batch.per_reward.items()}
-    totals = flat(scored_batch.totals)
-    rewards = torch.tensor(totals, dtype=torch.float32).view(len(problems), r.num_generations)
-    advantages = group_advantages(config.algo.advantage, rewards, config.algo.advantage_eps)
-    completions = [c for group in groups for c in group]
-    scored = ~torch.isnan(rewards.flatten())
-    finished = torch.tensor([c.finished for c in completions])
-    in_loss = scored & (finished | (not config.algo.mask_truncated))
+    return ScoredGroups(
+        [list(p) for p in prompt_ids],
+        groups,
+        nan_for_none(scored_batch.totals),
+        {name: nan_for_none(v) for name, v in scored_batch.per_reward.items()},
+        failed_groups=sum(scored_batch.failures.values()),
+        timed_out_groups=scored_batch.timed_out,
+        generation_seconds=gen_seconds,
+        scoring_seconds=score_seconds,
+    )
 
+
+def rollout_metrics(rollouts: ScoredGroups, scorer) -> dict[str, float]:
+    """Rewards, lengths and timings of everything generated this step (before any filtering,
+    so that e.g. train/accuracy keeps measuring the policy, not the dynamic-sampling filter)."""
+    completions = [c for group in rollouts.groups for c in group]
+    rewards = rollouts.rewards
     lengths = np.array([c.num_tokens for c in completions])
+    finished = np.array([c.finished for c in completions])
+    gen_seconds = rollouts.generation_seconds
     metrics = {
-        "reward/unscored_fraction": float(1 - scored.float().mean()),
+        "reward/unscored_fraction": float(torch.isnan(rewards).float().mean()),
         "completion/length_mean": float(lengths.mean()),
         "completion/length_max": float(lengths.max()),
-        "completion/truncated_fraction": float(1 - finished.float().mean()),
+        "completion/truncated_fraction": float(1 - finished.mean()),
         "train/zero_variance_groups": zero_variance_fraction(rewards),
         "time/generation_seconds": gen_seconds,
-        "time/scoring_seconds": score_seconds,
-        "reward/failed_groups": float(sum(scored_batch.failures.values())),
-        "reward/timed_out_groups": float(scored_batch.timed_out),
+        "time/scoring_seconds": rollouts.scoring_seconds,
+        "reward/failed_groups": float(rollouts.failed_groups),
+        "reward/timed_out_groups": float(rollouts.timed_out_groups),
         "throughput/generated_tokens_per_second": float(lengths.sum() / max(gen_seconds, 1e-9)),
     }
+    per_reward = {
+        name: [v for group in values for v in group] for name, values in rollouts.per_reward.items()
+    }
+    totals = [v for group in rollouts.totals for v in group]
     for name, vals in {"total": totals, **per_reward}.items():
         arr = np.array(vals, dtype=float)
         ok = ~np.isnan(arr)
@@ -126,15 +202,120 @@ def collect_rollouts(engine, problems, prompt_ids, config: Config, scorer) -> Ro
             metrics.update(extra(per_reward[spec.name]))
     if "accuracy" in per_reward:
         metrics["train/accuracy"] = metrics["reward/accuracy/mean"]
-    prompts_flat = [list(p) for p in prompt_ids for _ in range(r.num_generations)]
-    return RolloutBatch(prompts_flat, completions, advantages.flatten(), in_loss, metrics)
+    return metrics
+
+
+def informative_groups(rewards: torch.Tensor) -> torch.Tensor:
+    """(prompts,) bool: the group's scored rewards are not all equal, so its advantages are not
+    all zero. A group with fewer than two scored rewards is not informative either."""
+    hi = torch.where(torch.isnan(rewards), -math.inf, rewards).amax(dim=1)
+    lo = torch.where(torch.isnan(rewards), math.inf, rewards).amin(dim=1)
+    return hi > lo
 
 
 def zero_variance_fraction(rewards: torch.Tensor) -> float:
     """Share of groups whose scored rewards are all equal: they get zero advantage, no signal."""
-    hi = torch.where(torch.isnan(rewards), -math.inf, rewards).amax(dim=1)
-    lo = torch.where(torch.isnan(rewards), math.inf, rewards).amin(dim=1)
-    return float((~(hi > lo)).float().mean())
+    return float((~informative_groups(rewards)).float().mean())
+
+
+def sample_step(
+    engine, sampler: PromptSampler, problems, prompt_ids, config: Config, scorer
+) -> tuple[ScoredGroups, ScoredGroups, dict[str, float]]:
+    """The groups to train on this step, everything generated for it, and sampling metrics.
+
+    Without dynamic sampling: one round of ``prompts_per_step`` prompts, all trained on.
+    With it (DAPO): groups with all-equal rewards are dropped and extra rounds sample more
+    prompts, at most ``max_sampling_rounds`` of them, until ``prompts_per_step`` informative
+    groups are kept. An extra round draws the number still missing divided by the share of
+    informative groups seen so far this step (the whole ``prompts_per_step`` when none was
+    informative), at most ``prompts_per_step``: enough to fill the batch at the rate seen,
+    without one round costing more than the first. Informative groups beyond the batch are
+    dropped, as verl does, so every step trains on at most ``prompts_per_step`` groups. The
+    sampler advances by what was drawn, a function of seeded rollouts, so resuming is exact.
+    """
+    target = config.train.prompts_per_step
+
+    def one_round(n: int) -> ScoredGroups:
+        idx = sampler.next(n)
+        return collect_rollouts(
+            engine, [problems[i] for i in idx], [prompt_ids[i] for i in idx], config, scorer
+        )
+
+    first = one_round(target)
+    if not config.algo.dynamic_sampling:
+        return first, first, {}
+    rounds: list[ScoredGroups] = []
+    kept: list[ScoredGroups] = []
+    num_kept = num_drawn = dropped = 0
+    draw = target
+    for _ in range(config.algo.max_sampling_rounds + 1):
+        part = first if not rounds else one_round(draw)
+        rounds.append(part)
+        informative = informative_groups(part.rewards).nonzero().flatten().tolist()
+        dropped += len(part) - len(informative)
+        take = informative[: target - num_kept]
+        kept.append(part.select(take))
+        num_kept += len(take)
+        num_drawn += len(part)
+        if num_kept == target:
+            break
+        missing = target - num_kept
+        draw = target if num_kept == 0 else min(target, math.ceil(missing * num_drawn / num_kept))
+    metrics = {
+        "train/dynamic_sampling_dropped_groups": float(dropped),
+        "train/dynamic_sampling_rounds": float(len(rounds) - 1),
+        "train/dynamic_sampling_kept_groups": float(num_kept),
+    }
+    return ScoredGroups.concat(kept), ScoredGroups.concat(rounds), metrics
+
+
+def build_batch(
+    rollouts: ScoredGroups, model, ref_model, pad_id: int, config: Config, device
+) -> RolloutBatch:
+    """Flatten the groups to train on, fold the KL into their rewards if asked, then advantages."""
+    a = config.algo
+    g = config.rollout.num_generations
+    completions = [c for group in rollouts.groups for c in group]
+    prompts = [list(p) for p in rollouts.prompt_ids for _ in range(g)]
+    rewards = rollouts.rewards
+    scored = ~torch.isnan(rewards.flatten())
+    finished = torch.tensor([c.finished for c in completions], dtype=torch.bool)
+    in_loss = scored & (finished | (not a.mask_truncated))
+    batch = RolloutBatch(prompts, completions, torch.zeros(len(completions)), in_loss)
+    if a.reward_beta > 0:
+        rewards = fold_kl_into_rewards(batch, rewards, model, ref_model, pad_id, config, device)
+    batch.advantages = group_advantages(a.advantage, rewards, a.advantage_eps).flatten()
+    return batch
+
+
+def fold_kl_into_rewards(
+    batch: RolloutBatch,
+    rewards: torch.Tensor,
+    model,
+    ref_model,
+    pad_id: int,
+    config: Config,
+    device,
+) -> torch.Tensor:
+    """rewards (prompts, G) − β·Σ_t KL_t under the sampling policy vs the reference (Arora &
+    Zanette; verl's use_kl_in_reward). Keeps both log-probs on ``batch`` for the update."""
+    a = config.algo
+    policy = batch_logprobs(model, batch, pad_id, config, device)
+    ref = batch_logprobs(ref_model, batch, pad_id, config, device)
+    flat = rewards.flatten().clone()
+    for k, idx in enumerate(micro_batches(len(batch.completions), config.train.micro_batch_size)):
+        lengths = torch.tensor([batch.completions[i].num_tokens for i in idx], device=device)
+        mask = torch.arange(policy[k].shape[1], device=device) < lengths.unsqueeze(-1)
+        flat[idx] = kl_penalized_rewards(
+            flat[idx].to(device), policy[k], ref[k], mask, a.reward_beta, a.kl_estimator
+        ).cpu()
+    penalty = rewards.flatten() - flat
+    ok = ~torch.isnan(penalty)
+    batch.metrics["train/kl_in_reward"] = float(penalty[ok].mean()) if ok.any() else math.nan
+    # Nothing has moved since sampling: these are exactly the old log-probs a μ > 1 update needs.
+    batch.old_logps = policy if a.num_iterations > 1 else None
+    batch.ref_logps = ref
+    return flat.view_as(rewards)
 
 
 def micro_batches(n: int, size: int) -> list[list[int]]:
@@ -168,17 +349,24 @@ def policy_update(
     a = config.algo
     chunks = micro_batches(len(batch.completions), config.train.micro_batch_size)
     # With one pass the policy has not moved since sampling: old log-probs = current, detached.
-    old_logps = (
-        batch_logprobs(model, batch, pad_id, config, device) if a.num_iterations > 1 else None
-    )
-    ref_logps = batch_logprobs(ref_model, batch, pad_id, config, device) if ref_model else None
+    old_logps = batch.old_logps
+    if old_logps is None and a.num_iterations > 1:
+        old_logps = batch_logprobs(model, batch, pad_id, config, device)
+    # With the KL in the reward the loss has β = 0 and the reference log-probs only feed train/kl.
+    ref_logps = batch.ref_logps
+    if ref_logps is None and ref_model is not None:
+        ref_logps = batch_logprobs(ref_model, batch, pad_id, config, device)
     stats: Counter = Counter()
     model.train()
     for _ in range(a.num_iterations):
         for k, idx in enumerate(chunks):
             packed = _pack(batch, idx, pad_id, device)
             logp, entropy = completion_logprobs(
-                model, packed, config.rollout.temperature, with_entropy=True
+                model,
+                packed,
+                config.rollout.temperature,
+                with_entropy=True,
+                entropy_grad=a.entropy_coef > 0,
             )
             mask = packed["completion_mask"] & batch.in_loss[idx].to(device).unsqueeze(-1)
             out = ppo_clip_loss(
@@ -189,17 +377,21 @@ def policy_update(
                 eps_low=a.epsilon_low,
                 eps_high=a.epsilon_high,
                 ref_logp=ref_logps[k] if ref_logps else None,
-                beta=a.beta,
+                beta=a.loss_beta,
                 kl_estimator=a.kl_estimator,
                 aggregation=a.loss_aggregation,
                 max_completion_length=config.rollout.max_completion_tokens,
+                dual_clip_c=a.dual_clip_c,
+                entropy=entropy,
+                entropy_coef=a.entropy_coef,
+                kl_ratio_correction=a.kl_ratio_correction,
             )
             (out.loss / len(chunks)).backward()
-            valid = mask.sum().clamp(min=1)
             stats["loss"] += out.loss.item() / len(chunks)
             stats["clip_fraction"] += out.clip_fraction / len(chunks)
+            stats["dual_clip_fraction"] += out.dual_clip_fraction / len(chunks)
             stats["kl"] += out.kl / len(chunks)
-            stats["entropy"] += float((entropy * mask).sum() / valid) / len(chunks)
+            stats["entropy"] += out.entropy / len(chunks)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.max_grad_norm)
         stats["grad_norm"] += float(grad_norm)
         stats["lr"] += scheduler.get_last_lr()[0]
@@ -207,6 +399,20 @@ def policy_update(
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
     return {f"train/{k}": v / a.num_iterations for k, v in stats.items()}
+
+
+def skip_update(scheduler, config: Config) -> dict[str, float]:
+    """A step with nothing to train on (dynamic sampling kept no group, logged as
+    train/dynamic_sampling_kept_groups = 0): no optimizer step, but the step counts and the
+    schedule advances as if updated, so the learning rate stays the function of the step count
+    the user configured (warm-up and decay over ``train.steps``), and a run on data with no
+    signal still ends after ``train.steps`` generation steps instead of looping forever."""
+    with warnings.catch_warnings():
+        # torch warns when the scheduler steps before any optimizer step; here that is intended.
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(config.algo.num_iterations):
+            scheduler.step()
+    return {}
 
 
 def build_optimizer(model, config: Config):
@@ -374,30 +580,33 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
     with logger, scorer:
         while step < config.train.steps:
             t0 = time.perf_counter()
-            idx = sampler.next(config.train.prompts_per_step)
-            batch = collect_rollouts(
-                engine,
-                [problems[i] for i in idx],
-                [prompt_ids[i] for i in idx],
-                config,
-                scorer,
+            rollouts, generated, sampling = sample_step(
+                engine, sampler, problems, prompt_ids, config, scorer
             )
-            update = policy_update(
-                model,
-                ref_model,
-                optimizer,
-                scheduler,
-                batch,
-                tokenizer.pad_token_id,
-                config,
-                device,
-            )
-            engine.sync()
+            if len(rollouts):
+                batch = build_batch(
+                    rollouts, model, ref_model, tokenizer.pad_token_id, config, device
+                )
+                update = policy_update(
+                    model,
+                    ref_model,
+                    optimizer,
+                    scheduler,
+                    batch,
+                    tokenizer.pad_token_id,
+                    config,
+                    device,
+                )
+                engine.sync()
+                update = {**batch.metrics, **update}
+            else:
+                update = skip_update(scheduler, config)
             step += 1
             seconds = time.perf_counter() - t0
             train_seconds += seconds
             metrics = {
-                **batch.metrics,
+                **rollout_metrics(generated, scorer),
+                **sampling,
                 **update,
                 "time/step_seconds": seconds,
             }
