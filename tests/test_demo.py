@@ -17,22 +17,24 @@ def test_splits_are_disjoint_and_answers_are_right():
         assert int(row["answer"]) == eval(row["problem"])  # noqa: S307 - digits and +/- only
 
 
-def test_traces_slip_and_recheck_at_the_configured_rates():
+def test_traces_slip_recheck_and_overthink_at_the_configured_rates():
     import random
 
     rng = random.Random(0)
     spec = TaskSpec(slip_rate=0.25, verbose_rate=0.5)
-    wrong = verbose = 0
+    wrong = verbose = overthought = 0
     for _ in range(2000):
         start, steps = (5, [("+", 3), ("-", 2), ("+", 1)])
         trace, value = solution_trace(start, steps, rng, spec)
         wrong += value != 7
-        verbose += "check" in trace
+        verbose += "\ncheck " in trace
+        overthought += "wait, let me double check. the answer is" in trace
         assert trace.startswith("<think>\n5+3-2+1\n") and trace.endswith(f"\\boxed{{{value}}}")
     # Slips are ±1 and carried, so two opposite slips cancel: P(right) = 0.75^3 (none)
     # + 3 * 0.25^2 * 0.75 * 1/2 (an opposite pair) = 0.4219 + 0.0703; P(wrong) = 0.508.
     assert 0.47 < wrong / 2000 < 0.55
     assert 0.45 < verbose / 2000 < 0.55
+    assert 0.65 < overthought / 2000 < 0.75  # overthink_rate 0.7
 
 
 def test_demo_pipeline_at_toy_scale(tmp_path):

@@ -9,7 +9,14 @@ models. Two properties make it a faithful miniature of the open-rs setting:
   only part of the problems and RL with a verifiable reward has something to fix;
 * **verbose base policy**: with probability ``verbose_rate`` a trace re-checks each step once or
   more ("check 4+7=11 ok"), tokens that change nothing, which a length-aware reward
-  can learn to cut.
+  can learn to cut. These checks do help a small model (the operands sit next to the result),
+  so plain RL *keeps* them: the demo's accuracy gain comes partly from checking more;
+* **overthinking base policy**: with probability ``overthink_rate`` a trace, having found its
+  answer, re-confirms it one or more times ("wait, let me double check. the answer is 11. yes.")
+  before closing ``</think>``, the redundant post-answer verification that makes up much of
+  real reasoning models' output (Chen et al. 2024, "Do NOT think that much for 2+3=?"). These
+  tokens only restate the answer already written, so accuracy alone gives no reason to drop
+  them, and a length-aware reward should.
 
 Splits are disjoint by construction: a problem belongs to ``heldout`` iff a hash of its text
 falls in the held-out bucket, so no held-out problem text is ever trained on.
@@ -32,6 +39,8 @@ class TaskSpec:
     slip_rate: float = 0.25
     verbose_rate: float = 0.5
     max_rechecks: int = 2
+    overthink_rate: float = 0.7
+    max_overthink: int = 6
 
 
 def _apply(a: int, op: str, b: int) -> int:
@@ -81,6 +90,9 @@ def solution_trace(
                 lines.append(f"check {value}{op}{b}={result} ok")
         lines.append("=" + problem_text(result, steps[i + 1 :]))
         value = result
+    if rng.random() < spec.overthink_rate:
+        for _ in range(rng.randint(1, spec.max_overthink)):
+            lines.append(f"wait, let me double check. the answer is {value}. yes.")
     return "<think>\n" + "\n".join(lines) + "\n</think>\n" + f"\\boxed{{{value}}}", value
 
 

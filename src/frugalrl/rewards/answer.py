@@ -75,7 +75,7 @@ def check_extraction(name: str) -> str:
     return name
 
 
-_BOX_START = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_BOX_START = re.compile(r"\\(?:boxed|fbox|framebox)\s*\{")
 _BRACE_TOKEN = re.compile(r"\\\\|\\[{}]|[{}]")  # "\\" and escaped braces are skipped below
 _UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
 _NO_ANCHOR_TAIL = 4000  # without a boxed answer, only the end of a completion is searched
@@ -110,13 +110,14 @@ def _matching_braces(text: str) -> dict[int, int]:
 
 
 def extract_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``) whose braces balance, else None.
+    """Content of the last ``\\boxed{...}`` (also ``\\fbox``, ``\\framebox``) whose braces
+    balance, else None.
 
     Nested braces are matched (``\\boxed{\\frac{1}{2}}`` gives ``\\frac{1}{2}``), escaped braces
     ``\\{``/``\\}`` do not count, and an unclosed box (a truncated completion) is skipped in
     favour of the previous closed one. Linear time, whatever the input.
     """
-    if "\\boxed" not in text and "\\fbox" not in text:
+    if "box" not in text:
         return None
     pairs = _matching_braces(text)
     for m in reversed(list(_BOX_START.finditer(text))):
@@ -177,6 +178,8 @@ def parse_completion(completion: str, extraction: str = DEFAULT_EXTRACTION) -> l
     """
     fallback = EXTRACTIONS[check_extraction(extraction)]
     boxed = extract_boxed(completion)
+    if boxed is not None:  # "\\boxed{104.}": a period that ends the sentence is not the answer's
+        boxed = boxed.strip().removesuffix(".").rstrip()
     if boxed is None and fallback is not None:
         hashed = _HASH_ANSWER.findall(completion[-_NO_ANCHOR_TAIL:])
         boxed = hashed[-1] if hashed else None
