@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,14 @@ def _read_any(path: str, split: str) -> list[dict[str, Any]]:
         raise UserError(f"cannot load dataset '{path}' (split '{split}'): {e}") from None
 
 
+def require_fields(row: dict[str, Any], fields: Sequence[str], where: str) -> None:
+    """UserError naming ``where`` unless every field is present and not blank."""
+    for field in fields:
+        value = row.get(field)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise UserError(f"{where}: missing field '{field}' (fields: {', '.join(row)})")
+
+
 def load_problems(
     path: str,
     *,
@@ -71,11 +80,7 @@ def load_problems(
     rows = _read_any(path, split)
     problems = []
     for i, row in enumerate(rows[:limit] if limit else rows):
-        where = f"{path}: row {i + 1}"
-        for field in (problem_field, answer_field):
-            value = row.get(field)
-            if value is None or (isinstance(value, str) and not value.strip()):
-                raise UserError(f"{where}: missing field '{field}' (fields: {', '.join(row)})")
+        require_fields(row, (problem_field, answer_field), f"{path}: row {i + 1}")
         problems.append(
             {**row, "problem": str(row[problem_field]), "answer": str(row[answer_field])}
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from frugalrl.registry import Registry
 
@@ -80,3 +80,14 @@ def render_prompt(tokenizer, messages: Messages) -> str:
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return "\n\n".join(m["content"] for m in messages) + "\n\n"
+
+
+def encode_prompts(
+    problems: Sequence[dict], tokenizer, template: str, system_prompt: str | None = None
+) -> list[list[int]]:
+    """Token ids of each problem's prompt: ``template`` messages through the chat template."""
+    ids = []
+    for p in problems:
+        text = render_prompt(tokenizer, build_messages(p["problem"], template, system_prompt))
+        ids.append(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return ids

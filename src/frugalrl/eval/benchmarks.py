@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from frugalrl.data.dataset import read_jsonl
+from frugalrl.data.dataset import read_jsonl, require_fields
 from frugalrl.errors import UserError
 
 BENCHMARKS: dict[str, tuple[str, str]] = {
@@ -113,12 +113,7 @@ def _normalise(
     first_line: dict[str, int] = {}
     for index, (lineno, row) in enumerate(zip(_row_lines(path), rows, strict=True)):
         where = f"{path}:{lineno}"
-        for field in (problem_field, answer_field):
-            value = row.get(field)
-            if value is None or (isinstance(value, str) and not value.strip()):
-                raise UserError(
-                    f"{where}: missing or empty field '{field}' (fields: {', '.join(row)})"
-                )
+        require_fields(row, (problem_field, answer_field), where)
         raw_id = row.get(id_field)
         problem_id = f"{name}-{index}" if raw_id is None else str(raw_id)
         if problem_id in first_line:

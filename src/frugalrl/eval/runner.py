@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from frugalrl.data import build_messages, render_prompt
+from frugalrl.data import encode_prompts
 from frugalrl.errors import UserError
 from frugalrl.eval.benchmarks import Benchmark
 from frugalrl.eval.grading import grade_rows
@@ -67,14 +67,6 @@ def resolve_model_dir(path: str | Path) -> str:
     return str(path)  # a hub name: from_pretrained reports if it cannot be had
 
 
-def encode(problems: Sequence[dict], tokenizer, template: str, system: str | None) -> list:
-    ids = []
-    for p in problems:
-        text = render_prompt(tokenizer, build_messages(p["problem"], template, system))
-        ids.append(tokenizer(text, add_special_tokens=False)["input_ids"])
-    return ids
-
-
 def sample_rows(
     engine: RolloutEngine,
     tokenizer,
@@ -84,7 +76,9 @@ def sample_rows(
     bar: tqdm | None = None,
 ) -> list[dict[str, Any]]:
     """Ungraded generation rows: ``settings.samples`` completions of every problem."""
-    prompt_ids = encode(problems, tokenizer, settings.prompt_template, settings.system_prompt)
+    prompt_ids = encode_prompts(
+        problems, tokenizer, settings.prompt_template, settings.system_prompt
+    )
     rows: list[dict[str, Any]] = []
     for start in range(0, len(problems), settings.chunk_prompts):
         chunk = slice(start, start + settings.chunk_prompts)

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from frugalrl.algo import group_advantages, kl_penalized_rewards, ppo_clip_loss
 from frugalrl.algo.logprobs import completion_logprobs, pack_batch
 from frugalrl.config import Config
-from frugalrl.data import build_messages, load_problems, render_prompt
+from frugalrl.data import encode_prompts, load_problems
 from frugalrl.data.sampler import PromptSampler
 from frugalrl.errors import UserError
 from frugalrl.eval.benchmarks import Benchmark, load_benchmark
@@ -122,17 +122,6 @@ class RolloutBatch:
     # reused by the update instead of a second forward pass; None: the update computes them.
     old_logps: list[torch.Tensor] | None = None
     ref_logps: list[torch.Tensor] | None = None
-
-
-def encode_prompts(problems: list[dict], tokenizer, config: Config) -> list[list[int]]:
-    ids = []
-    for p in problems:
-        messages = build_messages(
-            p["problem"], config.data.prompt_template, config.data.system_prompt
-        )
-        text = render_prompt(tokenizer, messages)
-        ids.append(tokenizer(text, add_special_tokens=False)["input_ids"])
-    return ids
 
 
 def collect_rollouts(engine, problems, prompt_ids, config: Config, scorer) -> ScoredGroups:
@@ -509,7 +498,9 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
         model, tokenizer, batch_size=config.rollout.batch_size
     )
 
-    prompt_ids = encode_prompts(problems, tokenizer, config)
+    prompt_ids = encode_prompts(
+        problems, tokenizer, config.data.prompt_template, config.data.system_prompt
+    )
     keep = [i for i, ids in enumerate(prompt_ids) if len(ids) <= config.data.max_prompt_tokens]
     if not keep:
         raise UserError(
