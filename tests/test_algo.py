@@ -9,8 +9,10 @@ from frugalrl.algo import (
     ADVANTAGES,
     KL_ESTIMATORS,
     LOSS_AGGREGATIONS,
+    aggregate_loss,
     group_advantages,
     ppo_clip_loss,
+    sequence_weights,
 )
 from frugalrl.errors import UserError
 
@@ -120,7 +122,7 @@ MASK = torch.tensor([[1, 1, 1], [1, 0, 0], [0, 0, 0]], dtype=torch.bool)
 
 
 def aggregate(name: str, per_token=PER_TOKEN, mask=MASK, max_len=4) -> torch.Tensor:
-    return LOSS_AGGREGATIONS.get(name)(per_token, mask, max_len)
+    return aggregate_loss(per_token, mask, sequence_weights(name, mask, max_len))
 
 
 def test_seq_mean_token_mean():

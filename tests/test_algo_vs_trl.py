@@ -17,7 +17,13 @@ from collections import defaultdict
 import pytest
 import torch
 
-from frugalrl.algo import LOSS_AGGREGATIONS, group_advantages, kl_penalized_rewards, ppo_clip_loss
+from frugalrl.algo import (
+    aggregate_loss,
+    group_advantages,
+    kl_penalized_rewards,
+    ppo_clip_loss,
+    sequence_weights,
+)
 
 trl = pytest.importorskip("trl")
 from accelerate import Accelerator  # noqa: E402  (installed with trl)
@@ -286,8 +292,8 @@ def test_entropy_bonus_differs_from_trl_for_grpo_on_purpose():
         "grpo", b, {"entropy_coef": 0.01}, {"entropy_coef": 0.01}, with_entropy=True
     )
     h = b["entropy"]
-    tok = LOSS_AGGREGATIONS.get("token_mean")(h, MASK, None)
-    seq = LOSS_AGGREGATIONS.get("seq_mean_token_mean")(h, MASK, None)
+    tok = aggregate_loss(h, MASK, sequence_weights("token_mean", MASK))
+    seq = aggregate_loss(h, MASK, sequence_weights("seq_mean_token_mean", MASK))
     assert not torch.isclose(tok, seq)
     close(out.loss - loss_t.detach(), 0.01 * (tok - seq))
 
@@ -306,13 +312,12 @@ def test_dual_clip_matches_trl_two_sided_clipping(loss_type):
     assert out.dual_clip_fraction == pytest.approx(1 / MASK.sum().item())
 
 
-def test_dapo_normalises_by_the_window_bnpo_by_the_micro_batch():
+def test_token_mean_over_micro_batches_is_trl_dapo():
     # Two micro-batches of one accumulation window with 6 + 4 = 10 and 1 + 0 = 1 tokens.
     # TRL "dapo" divides every micro-batch's token sum by the window's 11 tokens; TRL "bnpo"
-    # takes each micro-batch's token mean and averages them. frugalrl's loop calls ppo_clip_loss
-    # per micro-batch and averages (loss / len(chunks)), so with token_mean it is "bnpo"; it
-    # matches "dapo" only when called on the whole window at once. Deliberate: the loop does not
-    # know the window's token count when it runs the first micro-batch.
+    # takes each micro-batch's token mean and averages them. frugalrl's loop computes the
+    # aggregation's weights over the whole batch and sums the micro-batch losses, so token_mean
+    # is "dapo" however the batch is cut (here unevenly), and never "bnpo".
     b = batch()
     halves = [slice(0, 2), slice(2, 4)]
 
@@ -335,6 +340,7 @@ def test_dapo_normalises_by_the_window_bnpo_by_the_micro_batch():
 
     def ours(micro_batches):
         logp = b["logp"].clone().requires_grad_()
+        weights = sequence_weights("token_mean", MASK)
         total = sum(
             ppo_clip_loss(
                 logp[h],
@@ -344,31 +350,53 @@ def test_dapo_normalises_by_the_window_bnpo_by_the_micro_batch():
                 ref_logp=b["ref"][h],
                 beta=0.04,
                 aggregation="token_mean",
+                seq_weights=weights[h],
             ).loss
-            / len(micro_batches)
             for h in micro_batches
         )
         return total, torch.autograd.grad(total, logp)[0]
 
     bnpo, dapo = trl_window("bnpo"), trl_window("dapo")
-    per_micro_batch, whole_window = ours(halves), ours([slice(0, 4)])
-    for (l_o, g_o), (l_t, g_t) in [(per_micro_batch, bnpo), (whole_window, dapo)]:
-        close(l_o, l_t.detach())
-        close(g_o, g_t)
-    assert not torch.isclose(per_micro_batch[0], whole_window[0])
+    for cut in (halves, [slice(0, 1), slice(1, 4)], [slice(0, 4)]):
+        loss, grad = ours(cut)
+        close(loss, dapo[0].detach())
+        close(grad, dapo[1])
+    assert not torch.isclose(bnpo[0], dapo[0])
+
+
+@pytest.mark.parametrize("aggregation", ["seq_mean_token_mean", "seq_mean_token_sum_norm"])
+def test_micro_batch_losses_sum_to_the_batch_loss(aggregation):
+    # Any cut of the batch, with weights from the whole batch, gives the whole batch's loss.
+    b = batch()
+    kwargs = {"ref_logp": b["ref"], "beta": 0.04, "aggregation": aggregation}
+    whole = ppo_clip_loss(b["logp"], b["old"], ADV, MASK, max_completion_length=8, **kwargs)
+    weights = sequence_weights(aggregation, MASK, 8)
+    cut = [slice(0, 1), slice(1, 3), slice(3, 4)]
+    parts = sum(
+        ppo_clip_loss(
+            b["logp"][h],
+            b["old"][h],
+            ADV[h],
+            MASK[h],
+            ref_logp=b["ref"][h],
+            beta=0.04,
+            aggregation=aggregation,
+            seq_weights=weights[h],
+        ).loss
+        for h in cut
+    )
+    close(parts, whole.loss)
 
 
 def test_micro_batch_token_mean_by_hand():
     # per-token losses [1, 2, 3] (3 tokens) and [4] (1 token) in two micro-batches:
-    # ours (mean of micro-batch token means) (2 + 4) / 2 = 3; over the window 10 / 4 = 2.5.
-    token_mean = LOSS_AGGREGATIONS.get("token_mean")
-    mb1 = token_mean(torch.tensor([[1.0, 2.0, 3.0]]), torch.ones(1, 3), None)
-    mb2 = token_mean(torch.tensor([[4.0, 0.0, 0.0]]), torch.tensor([[1.0, 0.0, 0.0]]), None)
-    close((mb1 + mb2) / 2, 3.0)
-    window = token_mean(
-        torch.tensor([[1.0, 2.0, 3.0], [4.0, 0.0, 0.0]]), torch.tensor([[1, 1, 1], [1, 0, 0]]), None
-    )
-    close(window, 2.5)
+    # the mean of micro-batch token means would be (2 + 4) / 2 = 3; over the batch 10 / 4 = 2.5.
+    per_token = torch.tensor([[1.0, 2.0, 3.0], [4.0, 0.0, 0.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 0, 0]], dtype=torch.bool)
+    weights = sequence_weights("token_mean", mask)
+    close(weights, torch.tensor([0.25, 0.25]))
+    parts = [aggregate_loss(per_token[h], mask[h], weights[h]) for h in (slice(0, 1), slice(1, 2))]
+    close(sum(parts), 2.5)
 
 
 # ---------------------------------------------------------------- by hand: dual-clip

@@ -14,7 +14,7 @@ from frugalrl.policy import load_policy
 from frugalrl.rewards import RewardSpec
 from frugalrl.rewards.scoring import RewardScorer
 from frugalrl.rollout import Completion
-from frugalrl.train import loop
+from frugalrl.train import loop, update
 from frugalrl.train.metrics import read_metrics
 
 # ---------------------------------------------------------------- rewards named by dotted path
@@ -265,13 +265,13 @@ def test_algo_options_reach_the_loss(tiny_overrides, monkeypatch):
         ],
     )
     seen = []
-    real = loop.ppo_clip_loss
+    real = update.ppo_clip_loss
 
     def spy(*args, **kwargs):
         seen.append((args, kwargs))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "ppo_clip_loss", spy)
+    monkeypatch.setattr(update, "ppo_clip_loss", spy)
     loop.train(config)
     assert seen
     for _, kwargs in seen:
@@ -308,7 +308,7 @@ class NoScheduler:
 def update_grads(tiny_model_dir, entropy_coef: float) -> list[torch.Tensor]:
     model, tokenizer = tiny_policy(tiny_model_dir)
     comps = [(10, 11, 12), (13, 14, 15, 16)]
-    batch = loop.RolloutBatch(
+    batch = update.RolloutBatch(
         [[5, 6, 7], [5, 6, 7]],
         [Completion(c, "", True) for c in comps],
         torch.zeros(2),  # zero advantages: only the entropy bonus can move the policy
@@ -318,7 +318,7 @@ def update_grads(tiny_model_dir, entropy_coef: float) -> list[torch.Tensor]:
         {"algo": {"beta": 0.0, "entropy_coef": entropy_coef}, "train": {"micro_batch_size": 2}}
     )
     optimizer = RecordingOptimizer(model)
-    loop.policy_update(
+    update.policy_update(
         model, None, optimizer, NoScheduler(), batch, tokenizer.pad_token_id, config, "cpu"
     )
     (grads,) = optimizer.grads

@@ -211,6 +211,25 @@ class TrainConfig(_Section):
     micro_batch_size: int = Field(
         6, gt=0, description="Completions per forward/backward; the rest is gradient accumulation."
     )
+    micro_batch_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="Token budget per micro-batch (rows × padded length), filled with "
+        "completions sorted by length, at most micro_batch_size rows each; None: runs of "
+        "micro_batch_size in sampling order. Sorting cuts padding; the loss is the same.",
+    )
+    logprob_chunk_tokens: int | None = Field(
+        1024,
+        gt=0,
+        description="Completion tokens per output-layer chunk when computing log-probs, each "
+        "chunk recomputed in backward: (tokens, vocab) logits never exist at once "
+        "(Qwen's 151,936-token vocabulary: 0.6 GB per 1,024 tokens in fp32). None: all at once.",
+    )
+    skip_zero_advantage: bool = Field(
+        True,
+        description="Leave completions with advantage 0 out of forward/backward when the loss "
+        "has no KL and no entropy term: their gradient is exactly 0, the loss unchanged.",
+    )
     seed: int = Field(42, description="open-rs: 42.")
     save_every: int = Field(50, ge=0, description="Checkpoint every N steps (0: only at the end).")
     save_total_limit: int = Field(2, ge=1, description="Keep only the newest N checkpoints.")

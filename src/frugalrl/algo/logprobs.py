@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 
 def pack_batch(
@@ -41,6 +42,7 @@ def completion_logprobs(
     temperature: float = 1.0,
     with_entropy: bool = False,
     entropy_grad: bool = False,
+    chunk_tokens: int | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """log π(y_t | x, y_<t) for every completion token, from logits / temperature.
 
@@ -50,9 +52,39 @@ def completion_logprobs(
     tempered distribution: detached by default (a logged statistic: keeping its graph would hold
     another (B, T, vocab) tensor for backward), with ``entropy_grad`` part of the graph, for an
     entropy bonus that actually moves the policy.
+
+    With ``chunk_tokens`` (and a model whose logits are ``lm_head(last hidden state)``, see
+    ``supports_chunked_logprobs``) only the completion tokens' hidden states go through the output
+    layer, ``chunk_tokens`` of them at a time, each chunk recomputed in backward
+    (``chunked_token_logprobs``): no (B, T, vocab) tensor ever exists, and padding costs nothing
+    in the output layer. Padded positions then hold 0.
     """
     width = batch["completion_mask"].shape[1]
     ids = batch["input_ids"]
+    targets = ids[:, -width:]
+    if chunk_tokens is not None:
+        hidden = model.get_decoder()(
+            input_ids=ids,
+            attention_mask=batch["attention_mask"],
+            position_ids=batch["position_ids"],
+            use_cache=False,
+        ).last_hidden_state[:, -width - 1 : -1]
+        mask = batch["completion_mask"]
+        logp_flat, entropy_flat = chunked_token_logprobs(
+            hidden[mask],
+            targets[mask],
+            model.get_output_embeddings(),
+            temperature,
+            chunk_tokens,
+            with_entropy=with_entropy or entropy_grad,
+            entropy_grad=entropy_grad,
+        )
+        logp = hidden.new_zeros(mask.shape, dtype=torch.float32).masked_scatter(mask, logp_flat)
+        entropy = None
+        if entropy_flat is not None:
+            entropy = torch.zeros_like(logp).masked_scatter(mask, entropy_flat)
+        return logp, entropy
+
     # Only the logits that predict completion tokens: the last `width + 1` positions, minus one.
     logits = model(
         input_ids=ids,
@@ -63,10 +95,92 @@ def completion_logprobs(
     ).logits[:, :-1]
     logits = logits.float() / temperature
     logp_all = torch.log_softmax(logits, dim=-1)
-    targets = ids[:, -width:]
     logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     entropy = None
     if with_entropy or entropy_grad:
         with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
             entropy = -(logp_all.exp() * logp_all).sum(-1)
     return logp, entropy
+
+
+def _head_chunk(
+    hidden: Tensor,
+    targets: Tensor,
+    head: torch.nn.Module,
+    temperature: float,
+    with_entropy: bool,
+    entropy_grad: bool,
+) -> tuple[Tensor, Tensor]:
+    """log p(target) = z_target - logsumexp(z) and, if asked, H = logsumexp(z) - sum_v p_v z_v,
+    with z = head(hidden) / temperature in float32, for N positions: (N,), (N,) (or empty)."""
+    z = head(hidden).float() / temperature
+    lse = torch.logsumexp(z, dim=-1)
+    logp = z.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse
+    if not with_entropy:
+        return logp, logp.new_empty(0)
+    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+        return logp, lse - (torch.softmax(z, dim=-1) * z).sum(-1)
+
+
+def chunked_token_logprobs(
+    hidden: Tensor,
+    targets: Tensor,
+    head: torch.nn.Module,
+    temperature: float = 1.0,
+    chunk_tokens: int = 1024,
+    with_entropy: bool = False,
+    entropy_grad: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Per-token log-probs (and entropies) of ``targets`` (N,) from ``hidden`` (N, d) through
+    the output layer ``head``, ``chunk_tokens`` positions at a time.
+
+    With gradients on, each chunk runs under activation checkpointing: its (chunk, vocab) logits
+    are freed after the forward and recomputed, one chunk at a time, in backward, so memory holds
+    one chunk's logits instead of all N. The values equal the one-shot computation up to float
+    rounding. Entropies are detached unless ``entropy_grad``.
+    """
+    with_entropy = with_entropy or entropy_grad
+    recompute = torch.is_grad_enabled()
+    logps, entropies = [], []
+    for start in range(0, hidden.shape[0], chunk_tokens):
+        args = (
+            hidden[start : start + chunk_tokens],
+            targets[start : start + chunk_tokens],
+            head,
+            temperature,
+            with_entropy,
+            entropy_grad,
+        )
+        logp, entropy = (
+            checkpoint(_head_chunk, *args, use_reentrant=False) if recompute else _head_chunk(*args)
+        )
+        logps.append(logp)
+        entropies.append(entropy)
+    if not logps:  # no completion tokens at all
+        empty = hidden.new_zeros(0, dtype=torch.float32)
+        return empty, empty if with_entropy else None
+    return torch.cat(logps), torch.cat(entropies) if with_entropy else None
+
+
+@torch.no_grad()
+def supports_chunked_logprobs(model) -> bool:
+    """Whether the model's logits are exactly ``get_output_embeddings()(get_decoder()(...))``,
+    checked on a short sequence (a final soft-cap or logit scale, as in Gemma 2 or Cohere,
+    would make the chunked path wrong, so such models keep the plain path)."""
+    try:
+        decoder, head = model.get_decoder(), model.get_output_embeddings()
+    except (AttributeError, NotImplementedError):
+        return False
+    if decoder is None or head is None:
+        return False
+    device = next(model.parameters()).device
+    ids = torch.arange(1, 9, device=device).unsqueeze(0) % model.config.vocab_size
+    was_training = model.training
+    model.eval()
+    try:
+        logits = model(input_ids=ids, use_cache=False).logits.float()
+        hidden = decoder(input_ids=ids, use_cache=False).last_hidden_state
+        ok = torch.allclose(head(hidden).float(), logits, atol=1e-4, rtol=1e-3)
+    finally:
+        model.train(was_training)
+    return bool(ok)

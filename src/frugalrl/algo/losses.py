@@ -16,9 +16,9 @@ from torch import Tensor
 from frugalrl.algo.kl import KL_ESTIMATORS
 from frugalrl.registry import Registry
 
-Aggregation = Callable[[Tensor, Tensor, int | None], Tensor]
+SequenceWeights = Callable[[Tensor, int | None], Tensor]
 
-LOSS_AGGREGATIONS = Registry[Aggregation]("loss aggregation")
+LOSS_AGGREGATIONS = Registry[SequenceWeights]("loss aggregation")
 
 
 def _masked(per_token: Tensor, mask: Tensor) -> Tensor:
@@ -26,36 +26,47 @@ def _masked(per_token: Tensor, mask: Tensor) -> Tensor:
     return torch.where(mask.bool(), per_token, 0.0)
 
 
+def aggregate_loss(per_token: Tensor, mask: Tensor, seq_weights: Tensor) -> Tensor:
+    """L = sum_i w_i sum_t m_it x_it.
+
+    Every aggregation of the GRPO family is a per-completion weight on the completion's summed
+    per-token loss. Writing it this way makes the loss a plain sum over completions, so the batch
+    can be cut into micro-batches of any shape (by token budget), and completions that contribute
+    nothing can be left out, without changing the loss: the weights are computed once, from the
+    token counts of the whole batch.
+    """
+    return (seq_weights * _masked(per_token, mask).sum(-1)).sum()
+
+
 @LOSS_AGGREGATIONS.register("seq_mean_token_mean")
-def seq_mean_token_mean(
-    per_token: Tensor, mask: Tensor, max_completion_length: int | None = None
-) -> Tensor:
-    """L = (1/B) sum_i (sum_t m_it x_it) / max(1, sum_t m_it)   (GRPO, open-rs; TRL "grpo").
+def seq_mean_token_mean(token_counts: Tensor, max_completion_length: int | None = None) -> Tensor:
+    """w_i = 1 / (B max(1, n_i)):  L = (1/B) sum_i (sum_t m_it x_it) / max(1, n_i)
+    (GRPO, open-rs; TRL "grpo").
 
     Each completion weighs the same, so tokens of long completions count less. A completion
     without valid tokens contributes 0 but still counts in B, as in TRL.
     """
-    per_seq = _masked(per_token, mask).sum(-1) / mask.sum(-1).clamp(min=1)
-    return per_seq.mean()
+    return 1.0 / (token_counts.numel() * token_counts.clamp(min=1))
 
 
 @LOSS_AGGREGATIONS.register("token_mean")
-def token_mean(per_token: Tensor, mask: Tensor, max_completion_length: int | None = None) -> Tensor:
-    """L = sum_it m_it x_it / max(1, sum_it m_it)   (DAPO token-level loss; TRL "bnpo").
+def token_mean(token_counts: Tensor, max_completion_length: int | None = None) -> Tensor:
+    """w_i = 1 / max(1, sum_j n_j):  L = sum_it m_it x_it / max(1, sum_it m_it)
+    (DAPO's token-level loss; TRL "dapo").
 
-    Every token weighs the same, so long completions are not diluted. The sum runs over the
-    tensors given, i.e. one micro-batch: micro-batch losses averaged over gradient accumulation
-    are TRL's "bnpo". TRL's "dapo" divides by the token count of the whole accumulation window
-    instead, which differs when micro-batches hold different numbers of tokens.
+    Every token of the batch weighs the same, so long completions are not diluted. The count runs
+    over the whole batch (the generation batch behind one optimizer step), as DAPO defines it;
+    TRL's "bnpo" divides by each micro-batch's own count instead.
     """
-    return _masked(per_token, mask).sum() / mask.sum().clamp(min=1)
+    total = token_counts.sum().clamp(min=1)
+    return torch.ones_like(token_counts, dtype=torch.float32) / total
 
 
 @LOSS_AGGREGATIONS.register("seq_mean_token_sum_norm")
 def seq_mean_token_sum_norm(
-    per_token: Tensor, mask: Tensor, max_completion_length: int | None = None
+    token_counts: Tensor, max_completion_length: int | None = None
 ) -> Tensor:
-    """L = (1/B) sum_i (sum_t m_it x_it) / max_completion_length   (Dr. GRPO; TRL "dr_grpo").
+    """w_i = 1 / (B L_max):  L = (1/B) sum_i (sum_t m_it x_it) / L_max   (Dr. GRPO; TRL "dr_grpo").
 
     A constant divisor removes the length bias of dividing by each completion's own length.
     """
@@ -64,7 +75,15 @@ def seq_mean_token_sum_norm(
             "seq_mean_token_sum_norm needs max_completion_length > 0, "
             f"got {max_completion_length!r}"
         )
-    return _masked(per_token, mask).sum(-1).mean() / max_completion_length
+    b = token_counts.numel()
+    return torch.full(token_counts.shape, 1.0 / (b * max_completion_length))
+
+
+def sequence_weights(
+    aggregation: str, mask: Tensor, max_completion_length: int | None = None
+) -> Tensor:
+    """(B,) weights of the named aggregation for the batch whose valid tokens ``mask`` marks."""
+    return LOSS_AGGREGATIONS.get(aggregation)(mask.sum(-1), max_completion_length).float()
 
 
 @dataclass
@@ -81,7 +100,7 @@ class PolicyLossOutput:
 
 def _token_mean(x: Tensor, mask: Tensor) -> float:
     """sum(m * x) / max(1, sum(m)) as a float, for logging."""
-    return float(token_mean(x.detach(), mask))
+    return float(_masked(x.detach(), mask).sum() / mask.sum().clamp(min=1))
 
 
 def ppo_clip_loss(
@@ -101,6 +120,7 @@ def ppo_clip_loss(
     entropy: Tensor | None = None,
     entropy_coef: float = 0.0,
     kl_ratio_correction: bool = False,
+    seq_weights: Tensor | None = None,
 ) -> PolicyLossOutput:
     """PPO-clip loss, aggregated over tokens and completions by ``aggregation``.
 
@@ -126,6 +146,10 @@ def ppo_clip_loss(
     kl_ratio_correction weights the KL by the differentiable ratio, TRL's ``use_bias_correction_kl``
     (its default in TRL 1.16; DeepSeek-V3.2): the gradient becomes the unbiased reverse-KL gradient
     and changes even where the ratio is exactly 1. Off, as in GRPO, open-rs and verl.
+
+    ``seq_weights`` (B,) are the aggregation's weights (``sequence_weights``) computed over the
+    whole batch when this call sees one micro-batch of it; the micro-batch losses then sum to the
+    batch loss. None: the weights of these B completions alone.
     """
     if beta > 0 and ref_logp is None:
         raise ValueError("beta > 0 needs ref_logp")
@@ -135,7 +159,10 @@ def ppo_clip_loss(
         raise ValueError("entropy_coef != 0 needs entropy")
     # Look both up first so a misspelt name fails even on the path that would not use it.
     kl_fn = KL_ESTIMATORS.get(kl_estimator)
-    aggregate = LOSS_AGGREGATIONS.get(aggregation)
+    if seq_weights is None:
+        seq_weights = sequence_weights(aggregation, mask, max_completion_length)
+    else:
+        LOSS_AGGREGATIONS.get(aggregation)
     adv = advantages.unsqueeze(-1)  # (B, 1): one advantage for every token of a completion
     ratio = torch.exp(logp - old_logp)
     clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)
@@ -154,7 +181,7 @@ def ppo_clip_loss(
     if entropy_coef != 0:
         per_token = per_token - entropy_coef * entropy
 
-    loss = aggregate(per_token, mask, max_completion_length)
+    loss = aggregate_loss(per_token, mask, seq_weights.to(per_token.device))
 
     # Clipping only zeroes the gradient when it lowers the objective: ratio too low for A < 0,
     # too high for A > 0 (TRL's clip_ratio/region_mean). Dual-clipped tokens (ratio > c, A < 0)

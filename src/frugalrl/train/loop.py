@@ -23,8 +23,7 @@ import json
 import math
 import time
 import warnings
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +31,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from frugalrl.algo import group_advantages, kl_penalized_rewards, ppo_clip_loss
-from frugalrl.algo.logprobs import completion_logprobs, pack_batch
+from frugalrl.algo import group_advantages
+from frugalrl.algo.logprobs import supports_chunked_logprobs
 from frugalrl.config import Config
 from frugalrl.data import encode_prompts, load_problems
 from frugalrl.data.sampler import PromptSampler
@@ -54,6 +53,7 @@ from frugalrl.train.checkpoint import (
 )
 from frugalrl.train.metrics import MetricsLogger
 from frugalrl.train.schedule import lr_multiplier
+from frugalrl.train.update import RolloutBatch, fold_kl_into_rewards, policy_update, skip_update
 
 
 @dataclass
@@ -107,21 +107,6 @@ class ScoredGroups:
             generation_seconds=sum(p.generation_seconds for p in parts),
             scoring_seconds=sum(p.scoring_seconds for p in parts),
         )
-
-
-@dataclass
-class RolloutBatch:
-    """One step's experience, flattened to one row per completion."""
-
-    prompt_ids: list[list[int]]
-    completions: list[Completion]
-    advantages: torch.Tensor  # (N,)
-    in_loss: torch.Tensor  # (N,) bool: scored, and not masked as truncated
-    metrics: dict[str, float] = field(default_factory=dict)
-    # Per micro-batch log-probs already computed at rollout time (KL in the reward needs both),
-    # reused by the update instead of a second forward pass; None: the update computes them.
-    old_logps: list[torch.Tensor] | None = None
-    ref_logps: list[torch.Tensor] | None = None
 
 
 def collect_rollouts(engine, problems, prompt_ids, config: Config, scorer) -> ScoredGroups:
@@ -277,133 +262,6 @@ def build_batch(
     return batch
 
 
-def fold_kl_into_rewards(
-    batch: RolloutBatch,
-    rewards: torch.Tensor,
-    model,
-    ref_model,
-    pad_id: int,
-    config: Config,
-    device,
-) -> torch.Tensor:
-    """rewards (prompts, G) − β·Σ_t KL_t under the sampling policy vs the reference (Arora &
-    Zanette; verl's use_kl_in_reward). Keeps both log-probs on ``batch`` for the update."""
-    a = config.algo
-    policy = batch_logprobs(model, batch, pad_id, config, device)
-    ref = batch_logprobs(ref_model, batch, pad_id, config, device)
-    flat = rewards.flatten().clone()
-    for k, idx in enumerate(micro_batches(len(batch.completions), config.train.micro_batch_size)):
-        lengths = torch.tensor([batch.completions[i].num_tokens for i in idx], device=device)
-        mask = torch.arange(policy[k].shape[1], device=device) < lengths.unsqueeze(-1)
-        flat[idx] = kl_penalized_rewards(
-            flat[idx].to(device), policy[k], ref[k], mask, a.reward_beta, a.kl_estimator
-        ).cpu()
-    penalty = rewards.flatten() - flat
-    ok = ~torch.isnan(penalty)
-    batch.metrics["train/kl_in_reward"] = float(penalty[ok].mean()) if ok.any() else math.nan
-    # Nothing has moved since sampling: these are exactly the old log-probs a μ > 1 update needs.
-    batch.old_logps = policy if a.num_iterations > 1 else None
-    batch.ref_logps = ref
-    return flat.view_as(rewards)
-
-
-def micro_batches(n: int, size: int) -> list[list[int]]:
-    return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
-
-
-@torch.no_grad()
-def batch_logprobs(
-    model, batch: RolloutBatch, pad_id: int, config: Config, device
-) -> list[torch.Tensor]:
-    """Log-probs of every micro-batch under ``model`` (old policy or reference), no grad."""
-    out = []
-    for idx in micro_batches(len(batch.completions), config.train.micro_batch_size):
-        packed = _pack(batch, idx, pad_id, device)
-        logp, _ = completion_logprobs(model, packed, config.rollout.temperature)
-        out.append(logp)
-    return out
-
-
-def _pack(batch: RolloutBatch, idx: list[int], pad_id: int, device) -> dict[str, torch.Tensor]:
-    packed = pack_batch(
-        [batch.prompt_ids[i] for i in idx], [batch.completions[i].token_ids for i in idx], pad_id
-    )
-    return {k: v.to(device) for k, v in packed.items()}
-
-
-def policy_update(
-    model, ref_model, optimizer, scheduler, batch: RolloutBatch, pad_id: int, config: Config, device
-) -> dict[str, float]:
-    """μ optimizer steps on one batch; returns the averaged loss statistics."""
-    a = config.algo
-    chunks = micro_batches(len(batch.completions), config.train.micro_batch_size)
-    # With one pass the policy has not moved since sampling: old log-probs = current, detached.
-    old_logps = batch.old_logps
-    if old_logps is None and a.num_iterations > 1:
-        old_logps = batch_logprobs(model, batch, pad_id, config, device)
-    # With the KL in the reward the loss has β = 0 and the reference log-probs only feed train/kl.
-    ref_logps = batch.ref_logps
-    if ref_logps is None and ref_model is not None:
-        ref_logps = batch_logprobs(ref_model, batch, pad_id, config, device)
-    stats: Counter = Counter()
-    model.train()
-    for _ in range(a.num_iterations):
-        for k, idx in enumerate(chunks):
-            packed = _pack(batch, idx, pad_id, device)
-            logp, entropy = completion_logprobs(
-                model,
-                packed,
-                config.rollout.temperature,
-                with_entropy=True,
-                entropy_grad=a.entropy_coef > 0,
-            )
-            mask = packed["completion_mask"] & batch.in_loss[idx].to(device).unsqueeze(-1)
-            out = ppo_clip_loss(
-                logp,
-                old_logps[k] if old_logps else logp.detach(),
-                batch.advantages[idx].to(device),
-                mask,
-                eps_low=a.epsilon_low,
-                eps_high=a.epsilon_high,
-                ref_logp=ref_logps[k] if ref_logps else None,
-                beta=a.loss_beta,
-                kl_estimator=a.kl_estimator,
-                aggregation=a.loss_aggregation,
-                max_completion_length=config.rollout.max_completion_tokens,
-                dual_clip_c=a.dual_clip_c,
-                entropy=entropy,
-                entropy_coef=a.entropy_coef,
-                kl_ratio_correction=a.kl_ratio_correction,
-            )
-            (out.loss / len(chunks)).backward()
-            stats["loss"] += out.loss.item() / len(chunks)
-            stats["clip_fraction"] += out.clip_fraction / len(chunks)
-            stats["dual_clip_fraction"] += out.dual_clip_fraction / len(chunks)
-            stats["kl"] += out.kl / len(chunks)
-            stats["entropy"] += out.entropy / len(chunks)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.max_grad_norm)
-        stats["grad_norm"] += float(grad_norm)
-        stats["lr"] += scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-    return {f"train/{k}": v / a.num_iterations for k, v in stats.items()}
-
-
-def skip_update(scheduler, config: Config) -> dict[str, float]:
-    """A step with nothing to train on (dynamic sampling kept no group, logged as
-    train/dynamic_sampling_kept_groups = 0): no optimizer step, but the step counts and the
-    schedule advances as if updated, so the learning rate stays the function of the step count
-    the user configured (warm-up and decay over ``train.steps``), and a run on data with no
-    signal still ends after ``train.steps`` generation steps instead of looping forever."""
-    with warnings.catch_warnings():
-        # torch warns when the scheduler steps before any optimizer step; here that is intended.
-        warnings.simplefilter("ignore", UserWarning)
-        for _ in range(config.algo.num_iterations):
-            scheduler.step()
-    return {}
-
-
 def build_optimizer(model, config: Config):
     """AdamW with linear warm-up then cosine (or constant); one scheduler step per update."""
     o = config.optim
@@ -494,6 +352,14 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
             config.model.name_or_path, config.model.dtype, device, config.model.trust_remote_code
         )
         ref_model.eval().requires_grad_(False)
+    if config.train.logprob_chunk_tokens and not supports_chunked_logprobs(model):
+        warnings.warn(
+            f"{config.model.name_or_path}: logits are not lm_head(hidden state) (e.g. a soft-cap);"
+            " computing log-probs from full logits (train.logprob_chunk_tokens ignored)",
+            stacklevel=2,
+        )
+        config = config.model_copy(deep=True)
+        config.train.logprob_chunk_tokens = None
     engine = ROLLOUT_ENGINES.get(config.rollout.engine)(
         model, tokenizer, batch_size=config.rollout.batch_size
     )

@@ -1,0 +1,280 @@
+"""The policy update of one step: μ optimizer steps of the PPO-clip loss over one rollout batch.
+
+What makes it cheap (issue 6; measured in benchmarks/step_vs_trl.py):
+
+* the loss is a sum over completions with weights fixed over the whole batch
+  (``algo.losses.sequence_weights``), so micro-batches can be any shape and completions that
+  contribute exactly nothing can be left out without changing the loss or its gradient:
+  completions outside the loss, and with β = 0 and no entropy bonus, completions whose
+  advantage is 0 (every completion of a group whose rewards are all equal);
+* micro-batches are formed by a token budget over completions sorted by length, so little
+  compute goes to padding (``train.micro_batch_tokens``);
+* with μ = 1 the old log-probs are the detached current ones (no extra forward); the reference
+  model runs only when β > 0; the output layer runs chunk by chunk over completion tokens only
+  (``train.logprob_chunk_tokens``), so full (B, T, vocab) logits never exist.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from frugalrl.algo import kl_penalized_rewards, ppo_clip_loss, sequence_weights
+from frugalrl.algo.logprobs import completion_logprobs, pack_batch
+from frugalrl.config import Config
+from frugalrl.rollout import Completion
+
+RowLogprobs = dict[int, torch.Tensor]  # completion index -> (num_tokens,) log-probs
+
+
+@dataclass
+class RolloutBatch:
+    """One step's experience, flattened to one row per completion."""
+
+    prompt_ids: list[list[int]]
+    completions: list[Completion]
+    advantages: torch.Tensor  # (N,)
+    in_loss: torch.Tensor  # (N,) bool: scored, and not masked as truncated
+    metrics: dict[str, float] = field(default_factory=dict)
+    # Log-probs already computed at rollout time (KL in the reward needs both), reused by the
+    # update instead of a second forward pass; None: the update computes what it needs.
+    old_logps: RowLogprobs | None = None
+    ref_logps: RowLogprobs | None = None
+
+    def token_counts(self) -> torch.Tensor:
+        """(N,) completion tokens that enter the loss: 0 for a completion outside it."""
+        lengths = torch.tensor([c.num_tokens for c in self.completions])
+        return torch.where(self.in_loss, lengths, 0)
+
+
+def plan_micro_batches(
+    prompt_lengths: Sequence[int],
+    completion_lengths: Sequence[int],
+    rows: Sequence[int],
+    max_rows: int,
+    max_tokens: int | None = None,
+) -> list[list[int]]:
+    """Cut ``rows`` into micro-batches of at most ``max_rows`` rows.
+
+    Without ``max_tokens``: consecutive runs of ``max_rows``, in the given order. With it, rows
+    sorted longest first are packed greedily while the padded size, rows × (longest prompt +
+    longest completion) as ``pack_batch`` lays them out, stays within ``max_tokens``; a row
+    longer than the budget gets a micro-batch of its own. Sorting puts completions of similar
+    length together, so little of each micro-batch is padding.
+    """
+    if max_tokens is None:
+        rows = list(rows)
+        return [rows[i : i + max_rows] for i in range(0, len(rows), max_rows)]
+    order = sorted(rows, key=lambda i: prompt_lengths[i] + completion_lengths[i], reverse=True)
+    plan: list[list[int]] = []
+    current: list[int] = []
+    widest_prompt = widest_completion = 0
+    for i in order:
+        p = max(widest_prompt, prompt_lengths[i])
+        c = max(widest_completion, completion_lengths[i])
+        if current and (len(current) == max_rows or (len(current) + 1) * (p + c) > max_tokens):
+            plan.append(current)
+            current, p, c = [], prompt_lengths[i], completion_lengths[i]
+        current.append(i)
+        widest_prompt, widest_completion = p, c
+    if current:
+        plan.append(current)
+    return plan
+
+
+def _plan(batch: RolloutBatch, rows: Sequence[int], config: Config) -> list[list[int]]:
+    return plan_micro_batches(
+        [len(p) for p in batch.prompt_ids],
+        [c.num_tokens for c in batch.completions],
+        rows,
+        config.train.micro_batch_size,
+        config.train.micro_batch_tokens,
+    )
+
+
+def _pack(batch: RolloutBatch, idx: list[int], pad_id: int, device) -> dict[str, torch.Tensor]:
+    packed = pack_batch(
+        [batch.prompt_ids[i] for i in idx], [batch.completions[i].token_ids for i in idx], pad_id
+    )
+    return {k: v.to(device) for k, v in packed.items()}
+
+
+def _stack(rows: RowLogprobs, idx: list[int], width: int, device) -> torch.Tensor:
+    """(len(idx), width) log-probs of the rows ``idx``, right-padded with 0."""
+    out = torch.zeros(len(idx), width, device=device)
+    for k, i in enumerate(idx):
+        out[k, : rows[i].shape[0]] = rows[i]
+    return out
+
+
+@torch.no_grad()
+def batch_logprobs(
+    model, batch: RolloutBatch, rows: Sequence[int], pad_id: int, config: Config, device
+) -> RowLogprobs:
+    """Log-probs of the completions ``rows`` under ``model`` (old policy or reference), no grad."""
+    out: RowLogprobs = {}
+    for idx in _plan(batch, rows, config):
+        packed = _pack(batch, idx, pad_id, device)
+        logp, _ = completion_logprobs(
+            model,
+            packed,
+            config.rollout.temperature,
+            chunk_tokens=config.train.logprob_chunk_tokens,
+        )
+        for k, i in enumerate(idx):
+            out[i] = logp[k, : batch.completions[i].num_tokens]
+    return out
+
+
+def fold_kl_into_rewards(
+    batch: RolloutBatch,
+    rewards: torch.Tensor,
+    model,
+    ref_model,
+    pad_id: int,
+    config: Config,
+    device,
+) -> torch.Tensor:
+    """rewards (prompts, G) − β·Σ_t KL_t under the sampling policy vs the reference (Arora &
+    Zanette; verl's use_kl_in_reward). Keeps both log-probs on ``batch`` for the update."""
+    a = config.algo
+    rows = range(len(batch.completions))
+    policy = batch_logprobs(model, batch, rows, pad_id, config, device)
+    ref = batch_logprobs(ref_model, batch, rows, pad_id, config, device)
+    idx = list(rows)
+    width = max(1, max(c.num_tokens for c in batch.completions))
+    lengths = torch.tensor([c.num_tokens for c in batch.completions], device=device)
+    flat = kl_penalized_rewards(
+        rewards.flatten().to(device),
+        _stack(policy, idx, width, device),
+        _stack(ref, idx, width, device),
+        torch.arange(width, device=device) < lengths.unsqueeze(-1),
+        a.reward_beta,
+        a.kl_estimator,
+    ).cpu()
+    penalty = rewards.flatten() - flat
+    ok = ~torch.isnan(penalty)
+    batch.metrics["train/kl_in_reward"] = float(penalty[ok].mean()) if ok.any() else math.nan
+    # Nothing has moved since sampling: these are exactly the old log-probs a μ > 1 update needs.
+    batch.old_logps = policy if a.num_iterations > 1 else None
+    batch.ref_logps = ref
+    return flat.view_as(rewards)
+
+
+def rows_to_train(batch: RolloutBatch, config: Config) -> list[int]:
+    """The completions whose loss terms can be non-zero.
+
+    A completion outside the loss (or without tokens) contributes nothing. With β = 0 in the
+    loss and no entropy bonus, neither does one with advantage 0: its per-token loss
+    -min(r·0, clip(r)·0) is exactly 0 whatever the ratio, and so is its gradient. Leaving these
+    out changes neither the loss nor the gradient, because the aggregation's weights count them
+    (``sequence_weights`` over the whole batch); ``train.skip_zero_advantage`` turns this off.
+    """
+    a = config.algo
+    counts = batch.token_counts()
+    rows = [i for i in range(len(batch.completions)) if counts[i] > 0]
+    if config.train.skip_zero_advantage and a.loss_beta == 0 and a.entropy_coef == 0:
+        rows = [i for i in rows if batch.advantages[i] != 0]
+    return rows
+
+
+def policy_update(
+    model, ref_model, optimizer, scheduler, batch: RolloutBatch, pad_id: int, config: Config, device
+) -> dict[str, float]:
+    """μ optimizer steps on one batch; returns the loss statistics (token means over the
+    completions trained on, averaged over the μ steps)."""
+    a = config.algo
+    rows = rows_to_train(batch, config)
+    plan = _plan(batch, rows, config)
+    counts = batch.token_counts()
+    mask_all = torch.arange(max(1, int(counts.max()))) < counts.unsqueeze(-1)
+    weights = sequence_weights(
+        a.loss_aggregation, mask_all, config.rollout.max_completion_tokens
+    ).to(device)
+    # With one pass the policy has not moved since sampling: old log-probs = current, detached.
+    old_logps = batch.old_logps
+    if old_logps is None and a.num_iterations > 1:
+        old_logps = batch_logprobs(model, batch, rows, pad_id, config, device)
+    # With the KL in the reward the loss has β = 0 and the reference log-probs only feed train/kl.
+    ref_logps = batch.ref_logps
+    if ref_logps is None and ref_model is not None:
+        ref_logps = batch_logprobs(ref_model, batch, rows, pad_id, config, device)
+    stats: Counter = Counter()
+    trained_tokens = max(1, int(counts[rows].sum())) if rows else 1
+    model.train()
+    for _ in range(a.num_iterations):
+        for idx in plan:
+            packed = _pack(batch, idx, pad_id, device)
+            width = packed["completion_mask"].shape[1]
+            logp, entropy = completion_logprobs(
+                model,
+                packed,
+                config.rollout.temperature,
+                with_entropy=True,
+                entropy_grad=a.entropy_coef > 0,
+                chunk_tokens=config.train.logprob_chunk_tokens,
+            )
+            mask = packed["completion_mask"] & batch.in_loss[idx].to(device).unsqueeze(-1)
+            out = ppo_clip_loss(
+                logp,
+                _stack(old_logps, idx, width, device) if old_logps else logp.detach(),
+                batch.advantages[idx].to(device),
+                mask,
+                eps_low=a.epsilon_low,
+                eps_high=a.epsilon_high,
+                ref_logp=_stack(ref_logps, idx, width, device) if ref_logps else None,
+                beta=a.loss_beta,
+                kl_estimator=a.kl_estimator,
+                aggregation=a.loss_aggregation,
+                max_completion_length=config.rollout.max_completion_tokens,
+                dual_clip_c=a.dual_clip_c,
+                entropy=entropy,
+                entropy_coef=a.entropy_coef,
+                kl_ratio_correction=a.kl_ratio_correction,
+                seq_weights=weights[idx],
+            )
+            out.loss.backward()
+            share = int(mask.sum()) / trained_tokens
+            stats["loss"] += out.loss.item()
+            stats["clip_fraction"] += out.clip_fraction * share
+            stats["dual_clip_fraction"] += out.dual_clip_fraction * share
+            stats["kl"] += out.kl * share
+            stats["entropy"] += out.entropy * share
+        if not plan:
+            # Nothing contributes: the gradient is exactly 0, and AdamW must still see it as 0
+            # (its moments decay) for this path to step exactly as the full computation would.
+            for p in model.parameters():
+                if p.requires_grad:
+                    p.grad = torch.zeros_like(p)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.max_grad_norm)
+        stats["grad_norm"] += float(grad_norm)
+        stats["lr"] += scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+    metrics = {f"train/{k}": v / a.num_iterations for k, v in stats.items()}
+    if not plan:
+        metrics.update({"train/loss": 0.0, "train/clip_fraction": 0.0, "train/kl": math.nan})
+        metrics.update({"train/entropy": math.nan, "train/dual_clip_fraction": 0.0})
+    metrics["train/trained_fraction"] = len(rows) / max(1, len(batch.completions))
+    metrics["train/micro_batches"] = float(len(plan))
+    return metrics
+
+
+def skip_update(scheduler, config: Config) -> dict[str, float]:
+    """A step with nothing to train on (dynamic sampling kept no group, logged as
+    train/dynamic_sampling_kept_groups = 0): no optimizer step, but the step counts and the
+    schedule advances as if updated, so the learning rate stays the function of the step count
+    the user configured (warm-up and decay over ``train.steps``), and a run on data with no
+    signal still ends after ``train.steps`` generation steps instead of looping forever."""
+    with warnings.catch_warnings():
+        # torch warns when the scheduler steps before any optimizer step; here that is intended.
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(config.algo.num_iterations):
+            scheduler.step()
+    return {}
