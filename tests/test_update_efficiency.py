@@ -26,11 +26,20 @@ def assert_close(actual, expected, tol=1e-5):
 # ---------------------------------------------------------------- chunked log-probs
 
 
+HEADS = {
+    "linear": lambda: torch.nn.Linear(16, 5000, bias=False),  # the hand-written backward
+    "linear with bias": lambda: torch.nn.Linear(16, 5000),
+    "any module": lambda: torch.nn.Sequential(torch.nn.Linear(16, 5000)),  # checkpointing
+}
+
+
+@pytest.mark.parametrize("head_kind", HEADS)
 @pytest.mark.parametrize("entropy_grad", [False, True])
-def test_chunked_token_logprobs_equal_the_one_shot_computation(entropy_grad):
+def test_chunked_token_logprobs_equal_the_one_shot_computation(entropy_grad, head_kind):
     g = torch.Generator().manual_seed(0)
     hidden = torch.randn(37, 16, generator=g, requires_grad=True)
-    head = torch.nn.Linear(16, 5000, bias=False)
+    torch.manual_seed(0)
+    head = HEADS[head_kind]()
     targets = torch.randint(0, 5000, (37,), generator=g)
     temperature = 0.7
 
@@ -43,7 +52,8 @@ def test_chunked_token_logprobs_equal_the_one_shot_computation(entropy_grad):
     logp_all = torch.log_softmax(z, -1)
     logp = logp_all.gather(-1, targets[:, None]).squeeze(-1)
     entropy = -(logp_all.exp() * logp_all).sum(-1)
-    grads = torch.autograd.grad(loss(logp, entropy), [hidden, head.weight])
+    params = [hidden, *head.parameters()]
+    grads = torch.autograd.grad(loss(logp, entropy), params)
 
     for chunk in (1, 5, 37, 1000):
         c_logp, c_entropy = chunked_token_logprobs(
@@ -52,7 +62,7 @@ def test_chunked_token_logprobs_equal_the_one_shot_computation(entropy_grad):
         assert c_entropy.requires_grad == entropy_grad
         assert_close(c_logp, logp)
         assert_close(c_entropy, entropy)
-        c_grads = torch.autograd.grad(loss(c_logp, c_entropy), [hidden, head.weight])
+        c_grads = torch.autograd.grad(loss(c_logp, c_entropy), params)
         for a, b in zip(c_grads, grads, strict=True):
             assert_close(a, b)
 

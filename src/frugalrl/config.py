@@ -56,7 +56,10 @@ class DataConfig(_Section):
 
 class RolloutConfig(_Section):
     engine: str = Field(
-        "hf", description="Generation engine by name: 'hf' (transformers generate)."
+        "hf",
+        description="Generation engine by name: 'hf' (KV-cache sampling on the training model, "
+        "prompts prefilled once per group, finished samples leave the batch), 'hf-generate' "
+        "(transformers generate, for caches 'hf' does not handle).",
     )
     num_generations: int = Field(
         6, ge=2, description="G completions per prompt; open-rs uses 6 (a group needs ≥ 2)."

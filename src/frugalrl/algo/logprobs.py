@@ -103,6 +103,63 @@ def completion_logprobs(
     return logp, entropy
 
 
+class _ChunkedLinearLogprobs(torch.autograd.Function):
+    """log p(target) and entropy of softmax((h W^T + b) / T), chunk by chunk over positions,
+    with a hand-written backward that recomputes each chunk's logits and accumulates the
+    weight gradient in place, so one (chunk, vocab) buffer and one weight-sized gradient are all
+    that exist at once (activation checkpointing through autograd would hold a second
+    weight-sized gradient per chunk)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, temperature, chunk_tokens, with_entropy):
+        n = hidden.shape[0]
+        logp = torch.empty(n, device=hidden.device, dtype=torch.float32)
+        entropy = torch.empty(n if with_entropy else 0, device=hidden.device, dtype=torch.float32)
+        for start in range(0, n, chunk_tokens):
+            rows = slice(start, start + chunk_tokens)
+            z = torch.nn.functional.linear(hidden[rows], weight, bias).float().div_(temperature)
+            lse = torch.logsumexp(z, dim=-1)
+            logp[rows] = z.gather(-1, targets[rows].unsqueeze(-1)).squeeze(-1) - lse
+            if with_entropy:
+                entropy[rows] = lse - (torch.softmax(z, dim=-1) * z).sum(-1)
+        ctx.save_for_backward(hidden, weight, bias, targets)
+        ctx.temperature, ctx.chunk_tokens = temperature, chunk_tokens
+        return logp, entropy
+
+    @staticmethod
+    def backward(ctx, grad_logp, grad_entropy):
+        # d logp / dz = onehot(target) - p;  d H / dz = -p (z - E_p[z]);  z = (h W^T + b) / T.
+        hidden, weight, bias, targets = ctx.saved_tensors
+        temperature = ctx.temperature
+        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
+        grad_bias = torch.zeros_like(bias) if bias is not None and ctx.needs_input_grad[2] else None
+        with_entropy = grad_entropy is not None and grad_entropy.numel() > 0
+        for start in range(0, hidden.shape[0], ctx.chunk_tokens):
+            rows = slice(start, start + ctx.chunk_tokens)
+            h = hidden[rows]
+            z = torch.nn.functional.linear(h, weight, bias).float().div_(temperature)
+            p = torch.softmax(z, dim=-1)
+            g = grad_logp[rows].unsqueeze(-1)
+            if with_entropy:
+                z.sub_((p * z).sum(-1, keepdim=True)).mul_(p).mul_(
+                    -grad_entropy[rows].unsqueeze(-1)
+                )
+                dz = p.mul_(-g).add_(z)
+            else:
+                dz = p.mul_(-g)
+            del z
+            dz.scatter_add_(-1, targets[rows].unsqueeze(-1), g).div_(temperature)
+            dz = dz.to(weight.dtype)
+            if grad_hidden is not None:
+                grad_hidden[rows] = dz @ weight
+            if grad_weight is not None:
+                grad_weight.addmm_(dz.t(), h)
+            if grad_bias is not None:
+                grad_bias += dz.sum(0)
+        return grad_hidden, grad_weight, grad_bias, None, None, None, None
+
+
 def _head_chunk(
     hidden: Tensor,
     targets: Tensor,
@@ -134,12 +191,24 @@ def chunked_token_logprobs(
     """Per-token log-probs (and entropies) of ``targets`` (N,) from ``hidden`` (N, d) through
     the output layer ``head``, ``chunk_tokens`` positions at a time.
 
-    With gradients on, each chunk runs under activation checkpointing: its (chunk, vocab) logits
-    are freed after the forward and recomputed, one chunk at a time, in backward, so memory holds
-    one chunk's logits instead of all N. The values equal the one-shot computation up to float
-    rounding. Entropies are detached unless ``entropy_grad``.
+    With gradients on, each chunk's (chunk, vocab) logits are freed after the forward and
+    recomputed, one chunk at a time, in backward, so memory holds one chunk's logits instead of
+    all N: for a plain ``nn.Linear`` head by a hand-written backward that also accumulates the
+    weight gradient in place, for any other head by activation checkpointing. The values equal
+    the one-shot computation up to float rounding. Entropies are detached unless
+    ``entropy_grad``.
     """
     with_entropy = with_entropy or entropy_grad
+    if hidden.shape[0] == 0:  # no completion tokens at all
+        empty = hidden.new_zeros(0, dtype=torch.float32)
+        return empty, empty if with_entropy else None
+    if type(head) is torch.nn.Linear:
+        logp, entropy = _ChunkedLinearLogprobs.apply(
+            hidden, head.weight, head.bias, targets, temperature, chunk_tokens, with_entropy
+        )
+        if not with_entropy:
+            return logp, None
+        return logp, entropy if entropy_grad else entropy.detach()
     recompute = torch.is_grad_enabled()
     logps, entropies = [], []
     for start in range(0, hidden.shape[0], chunk_tokens):
@@ -156,9 +225,6 @@ def chunked_token_logprobs(
         )
         logps.append(logp)
         entropies.append(entropy)
-    if not logps:  # no completion tokens at all
-        empty = hidden.new_zeros(0, dtype=torch.float32)
-        return empty, empty if with_entropy else None
     return torch.cat(logps), torch.cat(entropies) if with_entropy else None
 
 

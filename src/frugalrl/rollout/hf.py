@@ -1,16 +1,27 @@
-"""Rollouts with ``transformers`` ``generate``: works everywhere, shares the policy's weights."""
+"""Rollouts on the training model itself, with ``transformers``: work everywhere, share the
+policy's weights (nothing to synchronise).
+
+Two engines:
+
+* ``hf``: a sampling loop of its own over the model's KV cache, built for RL's G samples per
+  prompt: each prompt is prefilled once and its cache copied to its G samples; a sample that
+  ends (EOS) leaves the batch at once, so later steps run only over the samples still writing
+  (``generate`` keeps every row until the longest is done, and RL completions vary in length
+  several-fold);
+* ``hf-generate``: ``model.generate``, for architectures whose cache the loop does not handle.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
+from transformers import DynamicCache
 
 from frugalrl.rollout.base import ROLLOUT_ENGINES, Completion, SamplingParams
 
 
-@ROLLOUT_ENGINES.register("hf")
-class HFEngine:
+class _TransformersEngine:
     def __init__(self, model, tokenizer, batch_size: int = 256) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -18,6 +29,109 @@ class HFEngine:
 
     def sync(self) -> None:
         pass  # generates with the training model itself
+
+    def _completion(self, row: Sequence[int], eos: int) -> Completion:
+        finished = eos in row
+        tokens = list(row[: row.index(eos) + 1]) if finished else list(row)
+        # The EOS is an action the policy takes (it is trained on) but not part of the text.
+        text = self.tokenizer.decode(tokens[:-1] if finished else tokens, skip_special_tokens=True)
+        return Completion(tuple(tokens), text, finished)
+
+    def _left_padded(self, prompts: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left padding keeps every prompt's last token in the last column."""
+        pad = self.tokenizer.pad_token_id
+        width = max(len(p) for p in prompts)
+        ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts])
+        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        device = next(self.model.parameters()).device
+        return ids.to(device), attention.to(device)
+
+
+def sample_next(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """One token per row from softmax(logits / temperature), restricted to the smallest set of
+    tokens whose probability reaches ``top_p`` (nucleus sampling; 1.0 keeps every token)."""
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        # Drop a token when the tokens more likely than it already reach top_p.
+        drop = sorted_probs.cumsum(-1) - sorted_probs >= top_p
+        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+    return torch.multinomial(probs, 1).squeeze(-1)
+
+
+@ROLLOUT_ENGINES.register("hf")
+class HFEngine(_TransformersEngine):
+    """KV-cache sampling with shared prompt prefill and early exit of finished samples."""
+
+    @torch.no_grad()
+    def generate(
+        self, prompt_ids: Sequence[Sequence[int]], n: int, params: SamplingParams
+    ) -> list[list[Completion]]:
+        per_call = max(1, self.batch_size // n)
+        groups: list[list[Completion]] = []
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for start in range(0, len(prompt_ids), per_call):
+                groups.extend(self._sample_groups(prompt_ids[start : start + per_call], n, params))
+        finally:
+            self.model.train(was_training)
+        return groups
+
+    def _sample_groups(
+        self, prompts: Sequence[Sequence[int]], n: int, params: SamplingParams
+    ) -> list[list[Completion]]:
+        eos = self.tokenizer.eos_token_id
+        ids, attention = self._left_padded(prompts)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        logits = self.model(
+            input_ids=ids,
+            attention_mask=attention,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits[:, -1]
+        # The G samples of a prompt share its prefill: copy the cache rows instead of recomputing.
+        cache.batch_repeat_interleave(n)
+        logits = logits.repeat_interleave(n, dim=0)
+        attention = attention.repeat_interleave(n, dim=0)
+        position = positions[:, -1].repeat_interleave(n, dim=0)
+        alive = torch.arange(len(prompts) * n, device=ids.device)  # output row of each cache row
+        steps: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for step in range(params.max_new_tokens):
+            token = sample_next(logits, params.temperature, params.top_p)
+            steps.append((alive, token))
+            running = token != eos
+            if step == params.max_new_tokens - 1 or not running.any():
+                break
+            if not running.all():
+                keep = running.nonzero().squeeze(-1)
+                cache.batch_select_indices(keep)
+                alive, token = alive[keep], token[keep]
+                attention, position = attention[keep], position[keep]
+            attention = torch.cat([attention, attention.new_ones(len(alive), 1)], dim=1)
+            position = position + 1
+            logits = self.model(
+                input_ids=token.unsqueeze(-1),
+                attention_mask=attention,
+                position_ids=position.unsqueeze(-1),
+                past_key_values=cache,
+                use_cache=True,
+            ).logits[:, -1]
+        rows: list[list[int]] = [[] for _ in range(len(prompts) * n)]
+        for row_ids, tokens in steps:
+            for r, t in zip(row_ids.tolist(), tokens.tolist(), strict=True):
+                rows[r].append(t)
+        completions = [self._completion(row, eos) for row in rows]
+        return [completions[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+
+@ROLLOUT_ENGINES.register("hf-generate")
+class HFGenerateEngine(_TransformersEngine):
+    """``model.generate`` over batches of ``batch_size`` samples."""
 
     @torch.no_grad()
     def generate(
@@ -32,32 +146,21 @@ class HFEngine:
     def _generate_batch(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
         pad = self.tokenizer.pad_token_id
         eos = self.tokenizer.eos_token_id
-        width = max(len(p) for p in prompts)
-        # Left padding keeps every prompt's last token at the same position for generation.
-        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
-        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-        device = next(self.model.parameters()).device
+        input_ids, attention = self._left_padded(prompts)
         was_training = self.model.training
         self.model.eval()
-        out = self.model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention.to(device),
-            do_sample=True,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            top_k=0,
-            max_new_tokens=params.max_new_tokens,
-            eos_token_id=eos,
-            pad_token_id=pad,
-        )
-        self.model.train(was_training)
-        results = []
-        for row in out[:, width:].tolist():
-            finished = eos in row
-            tokens = row[: row.index(eos) + 1] if finished else row
-            # The EOS is an action the policy takes (it is trained on) but not part of the text.
-            text = self.tokenizer.decode(
-                tokens[:-1] if finished else tokens, skip_special_tokens=True
+        try:
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention,
+                do_sample=True,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                top_k=0,
+                max_new_tokens=params.max_new_tokens,
+                eos_token_id=eos,
+                pad_token_id=pad,
             )
-            results.append(Completion(tuple(tokens), text, finished))
-        return results
+        finally:
+            self.model.train(was_training)
+        return [self._completion(row, eos) for row in out[:, input_ids.shape[1] :].tolist()]
