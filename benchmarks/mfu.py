@@ -14,8 +14,8 @@ generated token only). Attention-score FLOPs are not counted. Only useful tokens
 padding, padding to the longest completion, and rows that keep decoding after their EOS are
 compute the loop spends but not model FLOPs.
 
-* generation: prefill of each completion's prompt plus one forward per generated token,
-  2·N per token (prompt + completion);
+* generation: prefill of each prompt (once per group: the G samples share it) plus one forward
+  per generated token, 2·N per token;
 * training: the policy forward + backward, 6·N per token of each completion trained on (prompt +
   completion; the loop may skip completions whose loss terms are exactly 0, see
   ``train/trained_fraction``), once per pass (μ), plus 2·N per token for the frozen reference's
@@ -121,7 +121,8 @@ class Recorder:
         self.rollouts.append(
             {
                 "completions": len(out.groups) * g,
-                "prompt_tokens": sum(len(p) for p in out.prompt_ids) * g,
+                # The hf engine prefills each prompt once for its G samples.
+                "prompt_tokens": sum(len(p) for p in out.prompt_ids),
                 "completion_tokens": sum(c.num_tokens for grp in out.groups for c in grp),
                 "seconds": out.generation_seconds,
             }

@@ -13,15 +13,17 @@ peak memory is its own and neither warms the other's caches:
    same initial weights: the first-step loss and gradient norm must agree with TRL's.
 
 Both use G completions for each of P prompts per step, the demo task's prompts and answers,
-the accuracy + repetition rewards (repetition gives every group reward variance even when no
-answer is right), β = 0, μ = 1, DAPO's token-level loss (TRL's default ``loss_type="dapo"``,
+the demo recipe's rewards (accuracy + open-rs format), β = 0, μ = 1, DAPO's token-level loss (TRL's default ``loss_type="dapo"``,
 frugalrl's ``token_mean``), temperature 1, AdamW with a constant learning rate. Step times are
 averaged over the steps after the first (warm-up). Throughput is tokens (prompt + completion)
 per second of step time, since the two runs sample different completions.
 
-``--warm-start-steps`` first fine-tunes the model on the demo's reasoning traces for that many
-steps, so completions end at varied lengths and some groups are solved by every sample, as in
-real runs (a random model writes to the length cap and never solves a problem).
+The model is first fine-tuned on the demo's reasoning traces for ``--warm-start-steps`` steps
+(16 traces each), so that, as in real runs, completions end at varied lengths (10-120 tokens
+after 40 steps) and some groups get equal rewards for every sample; a random model writes to
+the length cap and never solves a problem. frugalrl forms micro-batches by a token budget
+(``--micro-batch-tokens``, at most ``--micro-batch`` rows); TRL pads micro-batches of
+``--micro-batch`` rows.
 
 Goal (issue 6): frugalrl ≥ 2× TRL's end-to-end step throughput, first-step losses equal to 1e-4.
 """
@@ -41,11 +43,19 @@ from pathlib import Path
 CONFIGS = {
     # name: (hidden, intermediate, layers, heads, kv heads)
     "small": (128, 384, 4, 4, 2),
-    "large": (512, 1536, 8, 8, 4),
+    "large": (512, 1536, 9, 8, 4),
 }
 
 
 def peak_rss_mib() -> float:
+    """This process's peak resident memory. VmHWM, not ru_maxrss: Linux carries ru_maxrss over
+    fork + exec, so a spawned child would report its parent's peak if that was higher."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -84,8 +94,8 @@ def build_assets(root: Path, config: str, args) -> dict:
             prompts,
             [r["completion"] for r in traces],
             steps=args.warm_start_steps,
-            batch_size=32,
-            lr=3e-3,
+            batch_size=16,
+            lr=1e-3,
             progress=False,
         )
     model_dir = save_pretrained(model, tokenizer, root / "model")
@@ -108,7 +118,7 @@ def build_assets(root: Path, config: str, args) -> dict:
     }
 
 
-REWARDS = [("accuracy", {}), ("repetition", {"ngram_size": 1})]
+REWARDS = [("accuracy", {}), ("format", {"schema": "open-rs"})]
 
 
 def score(name: str, params: dict, texts, lengths, finished, answers) -> list[float]:
@@ -429,16 +439,16 @@ def print_table(results: list[dict], args) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--configs", nargs="+", default=["small", "large"], choices=CONFIGS)
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--generations", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--micro-batch", type=int, default=16)
-    parser.add_argument("--micro-batch-tokens", type=int, default=None)
+    parser.add_argument("--micro-batch-tokens", type=int, default=4096)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--warm-start-steps", type=int, default=0)
+    parser.add_argument("--warm-start-steps", type=int, default=40)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     if (args.prompts * args.generations) % args.micro_batch:

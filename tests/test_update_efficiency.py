@@ -200,7 +200,8 @@ def make_batch(advantages, in_loss=None) -> RolloutBatch:
 def run_update(tiny_model_dir, batch, **settings):
     model, tokenizer = policy(tiny_model_dir)
     algo = {"beta": 0.0, "num_iterations": settings.pop("num_iterations", 1)}
-    algo.update({k: settings.pop(k) for k in ("loss_aggregation", "beta") if k in settings})
+    algo_keys = ("loss_aggregation", "beta", "entropy_coef")
+    algo.update({k: settings.pop(k) for k in algo_keys if k in settings})
     config = Config.model_validate(
         {"algo": algo, "train": settings, "rollout": {"max_completion_tokens": 9}}
     )
@@ -275,3 +276,13 @@ def test_a_batch_with_nothing_to_train_steps_on_a_zero_gradient(tiny_model_dir):
     assert metrics["train/trained_fraction"] == 0.0 and metrics["train/loss"] == 0.0
     ((*step,),) = grads
     assert step and all(float(g.abs().sum()) == 0.0 for g in step)
+
+
+def test_entropy_bonus_moves_the_policy_even_at_zero_advantage(tiny_model_dir):
+    # Zero advantages: without the bonus nothing trains (gradient exactly 0); with it the
+    # completions are kept and the bonus's gradient reaches the weights.
+    without, (grads_without,) = run_update(tiny_model_dir, make_batch([0.0] * 4))
+    with_bonus, (grads_with,) = run_update(tiny_model_dir, make_batch([0.0] * 4), entropy_coef=0.01)
+    assert without["train/trained_fraction"] == 0.0 and with_bonus["train/trained_fraction"] == 1.0
+    assert all(float(g.abs().sum()) == 0.0 for g in grads_without)
+    assert sum(float(g.abs().sum()) for g in grads_with) > 0

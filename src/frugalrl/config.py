@@ -222,11 +222,13 @@ class TrainConfig(_Section):
         "micro_batch_size in sampling order. Sorting cuts padding; the loss is the same.",
     )
     logprob_chunk_tokens: int | None = Field(
-        1024,
+        512,
         gt=0,
         description="Completion tokens per output-layer chunk when computing log-probs, each "
         "chunk recomputed in backward: (tokens, vocab) logits never exist at once "
-        "(Qwen's 151,936-token vocabulary: 0.6 GB per 1,024 tokens in fp32). None: all at once.",
+        "(Qwen's 151,936-token vocabulary: 0.3 GB per 512 tokens in fp32; a 4,096-token "
+        "log-prob + loss stage peaks at 19% of the plain one, benchmarks/logprob_memory.py). "
+        "None: all at once.",
     )
     skip_zero_advantage: bool = Field(
         True,

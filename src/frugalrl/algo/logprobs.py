@@ -103,12 +103,27 @@ def completion_logprobs(
     return logp, entropy
 
 
+def _rowdot(a: Tensor, b: Tensor) -> Tensor:
+    """sum_v a[n, v] b[n, v] without an (N, V) temporary."""
+    return (a.unsqueeze(1) @ b.unsqueeze(-1)).view(-1)
+
+
+def _shifted_logits(hidden: Tensor, weight: Tensor, bias: Tensor | None, temperature: float):
+    """z' = z - max_v z with z = (h W^T + b) / T in float32, in one (N, V) buffer."""
+    z = torch.nn.functional.linear(hidden, weight, bias).float().div_(temperature)
+    return z.sub_(z.amax(dim=-1, keepdim=True))
+
+
 class _ChunkedLinearLogprobs(torch.autograd.Function):
     """log p(target) and entropy of softmax((h W^T + b) / T), chunk by chunk over positions,
-    with a hand-written backward that recomputes each chunk's logits and accumulates the
-    weight gradient in place, so one (chunk, vocab) buffer and one weight-sized gradient are all
-    that exist at once (activation checkpointing through autograd would hold a second
-    weight-sized gradient per chunk)."""
+    with a hand-written backward that recomputes each chunk's logits, works on them in place
+    and accumulates the weight gradient into one buffer: at most two (chunk, vocab) buffers and
+    one weight-sized gradient exist at once (activation checkpointing through autograd would
+    also keep the softmax's intermediates and a second weight-sized gradient per chunk).
+
+    With z' the max-shifted logits and S = sum_v exp(z'_v): log p(t) = z'_t - log S and
+    H = log S - sum_v exp(z'_v) z'_v / S.
+    """
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, temperature, chunk_tokens, with_entropy):
@@ -117,11 +132,17 @@ class _ChunkedLinearLogprobs(torch.autograd.Function):
         entropy = torch.empty(n if with_entropy else 0, device=hidden.device, dtype=torch.float32)
         for start in range(0, n, chunk_tokens):
             rows = slice(start, start + chunk_tokens)
-            z = torch.nn.functional.linear(hidden[rows], weight, bias).float().div_(temperature)
-            lse = torch.logsumexp(z, dim=-1)
-            logp[rows] = z.gather(-1, targets[rows].unsqueeze(-1)).squeeze(-1) - lse
+            z = _shifted_logits(hidden[rows], weight, bias, temperature)
+            target = z.gather(-1, targets[rows].unsqueeze(-1)).squeeze(-1)
             if with_entropy:
-                entropy[rows] = lse - (torch.softmax(z, dim=-1) * z).sum(-1)
+                e = z.exp()
+                total = e.sum(-1)
+                entropy[rows] = total.log() - _rowdot(e, z) / total
+                del e
+            else:
+                total = z.exp_().sum(-1)
+            logp[rows] = target - total.log()
+            del z
         ctx.save_for_backward(hidden, weight, bias, targets)
         ctx.temperature, ctx.chunk_tokens = temperature, chunk_tokens
         return logp, entropy
@@ -138,17 +159,17 @@ class _ChunkedLinearLogprobs(torch.autograd.Function):
         for start in range(0, hidden.shape[0], ctx.chunk_tokens):
             rows = slice(start, start + ctx.chunk_tokens)
             h = hidden[rows]
-            z = torch.nn.functional.linear(h, weight, bias).float().div_(temperature)
-            p = torch.softmax(z, dim=-1)
+            z = _shifted_logits(h, weight, bias, temperature)
             g = grad_logp[rows].unsqueeze(-1)
             if with_entropy:
-                z.sub_((p * z).sum(-1, keepdim=True)).mul_(p).mul_(
-                    -grad_entropy[rows].unsqueeze(-1)
-                )
+                p = z.exp()
+                p.div_(p.sum(-1, keepdim=True))
+                z.sub_(_rowdot(p, z).unsqueeze(-1)).mul_(p).mul_(-grad_entropy[rows].unsqueeze(-1))
                 dz = p.mul_(-g).add_(z)
+                del z
             else:
-                dz = p.mul_(-g)
-            del z
+                dz = z.exp_()
+                dz.div_(dz.sum(-1, keepdim=True)).mul_(-g)
             dz.scatter_add_(-1, targets[rows].unsqueeze(-1), g).div_(temperature)
             dz = dz.to(weight.dtype)
             if grad_hidden is not None:
@@ -157,6 +178,7 @@ class _ChunkedLinearLogprobs(torch.autograd.Function):
                 grad_weight.addmm_(dz.t(), h)
             if grad_bias is not None:
                 grad_bias += dz.sum(0)
+            del dz
         return grad_hidden, grad_weight, grad_bias, None, None, None, None
 
 
