@@ -233,7 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
         "or a string with {problem}; the tokenizer's chat template is applied",
     )
     p.add_argument("--system-prompt", help="replace the template's system prompt")
-    p.add_argument("--engine", default="hf", help="rollout engine (hf, hf-generate; vllm with frugalrl[vllm])")
+    p.add_argument(
+        "--engine", default="hf", help="rollout engine (hf, hf-generate; vllm with frugalrl[vllm])"
+    )
     p.add_argument("--out", help="output directory (default evals/<model name>)")
     p.add_argument("--limit", type=int, help="first N problems of each benchmark")
     p.add_argument("--problem-field", default="problem", help="field of your own JSONL files")
