@@ -1,6 +1,6 @@
 """One GRPO step, frugalrl against TRL's GRPOTrainer: same model, data, rewards, hyper-parameters.
 
-    python benchmarks/step_vs_trl.py [--configs small large] [--steps 5] [--json PATH]
+    python benchmarks/step_vs_trl.py [--configs small large] [--steps 8] [--json PATH]
 
 For each model config (small ≈ 1M, large ≈ 30M parameters; a Qwen2 built and saved locally,
 loaded by both through ``from_pretrained``) the script runs, each in a fresh process so that
