@@ -40,7 +40,7 @@ import transformers
 
 from frugalrl.config import load_config
 from frugalrl.data import encode_prompts
-from frugalrl.demo.model import build_model, build_tokenizer, save_pretrained
+from frugalrl.demo.model import build_model, build_trace_tokenizer, save_pretrained
 from frugalrl.demo.task import make_split
 from frugalrl.policy import pick_device
 from frugalrl.train import loop
@@ -79,9 +79,7 @@ def matmul_peak(sizes: list[int], device: torch.device, seconds: float = 2.0) ->
 def build_policy(args: argparse.Namespace, root: Path):
     """The demo tokenizer and a Qwen2 of the requested shape, saved in HF format under root."""
     rows = make_split("train", 300, 0, with_traces=True)
-    corpus = ["<|im_start|>user\nCompute <|im_end|>\n<|im_start|>assistant\n"]
-    corpus += [r["problem"] for r in rows] + [r["completion"] for r in rows]
-    tokenizer = build_tokenizer(corpus)
+    tokenizer = build_trace_tokenizer(rows)
     model = build_model(
         len(tokenizer),
         hidden_size=args.hidden,

@@ -68,15 +68,13 @@ def build_assets(root: Path, config: str, args) -> dict:
 
     from frugalrl.data import encode_prompts
     from frugalrl.data.prompts import build_messages, render_prompt
-    from frugalrl.demo.model import build_model, build_tokenizer, save_pretrained
+    from frugalrl.demo.model import build_model, build_trace_tokenizer, save_pretrained
     from frugalrl.demo.sft import supervised_finetune
     from frugalrl.demo.task import make_split
 
     torch.set_num_threads(args.threads)
     traces = make_split("train", 2000, 0, with_traces=True)
-    corpus = ["<|im_start|>user\nCompute <|im_end|>\n<|im_start|>assistant\n"]
-    corpus += [r["problem"] for r in traces] + [r["completion"] for r in traces]
-    tokenizer = build_tokenizer(corpus)
+    tokenizer = build_trace_tokenizer(traces)
     hidden, inter, layers, heads, kv = CONFIGS[config]
     model = build_model(
         len(tokenizer),

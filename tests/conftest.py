@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from frugalrl.demo.model import build_model, build_tokenizer, save_pretrained
+from frugalrl.demo.model import build_model, build_trace_tokenizer, save_pretrained
 from frugalrl.demo.task import make_split
 
 torch.set_num_threads(1)
@@ -20,9 +20,7 @@ def write_jsonl(path, rows):
 def tiny_model_dir(tmp_path_factory):
     """A randomly initialised ~0.1M-parameter Qwen2 + BPE tokenizer, saved in HF format."""
     rows = make_split("train", 300, 0, with_traces=True)
-    corpus = ["<|im_start|>user\nCompute <|im_end|>\n<|im_start|>assistant\n"]
-    corpus += [r["problem"] for r in rows] + [r["completion"] for r in rows]
-    tokenizer = build_tokenizer(corpus)
+    tokenizer = build_trace_tokenizer(rows)
     model = build_model(
         len(tokenizer),
         hidden_size=32,

@@ -72,6 +72,15 @@ def build_tokenizer(corpus: Iterable[str], vocab_size: int = 400) -> PreTrainedT
     )
 
 
+def build_trace_tokenizer(rows: Iterable[dict]) -> PreTrainedTokenizerFast:
+    """``build_tokenizer`` on the chat frame and the problems and traces of demo-task ``rows``
+    (``make_split(..., with_traces=True)``): the tokenizer of the tests' and benchmarks' models."""
+    rows = list(rows)
+    corpus = ["<|im_start|>user\nCompute <|im_end|>\n<|im_start|>assistant\n"]
+    corpus += [r["problem"] for r in rows] + [r["completion"] for r in rows]
+    return build_tokenizer(corpus)
+
+
 def build_model(vocab_size: int, seed: int = 0, **overrides: int) -> Qwen2ForCausalLM:
     """A Qwen2 decoder small enough to train on a laptop CPU in minutes (~0.35M parameters)."""
     torch.manual_seed(seed)
