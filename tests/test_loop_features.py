@@ -282,3 +282,20 @@ def test_algo_options_reach_the_loss(tiny_overrides, monkeypatch):
         assert kwargs["ref_logp"] is not None  # still given: it feeds train/kl
     (row,) = read_metrics(config.run_dir / "metrics.jsonl")
     assert "train/kl_in_reward" in row and "train/dual_clip_fraction" in row
+
+
+def test_a_model_without_plain_logits_trains_on_full_logits(tiny_overrides, monkeypatch):
+    config = load_config("recipes/demo.yaml", [*no_eval(tiny_overrides), "train.steps=1"])
+    monkeypatch.setattr(loop, "supports_chunked_logprobs", lambda model: False)
+    chunks = []
+    real = update.completion_logprobs
+
+    def spy(*args, **kwargs):
+        chunks.append(kwargs.get("chunk_tokens"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(update, "completion_logprobs", spy)
+    with pytest.warns(UserWarning, match="logprob_chunk_tokens ignored"):
+        loop.train(config)
+    assert chunks and set(chunks) == {None}
+    assert config.train.logprob_chunk_tokens == 512  # the caller's config is left alone

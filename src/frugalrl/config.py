@@ -70,7 +70,7 @@ class RolloutConfig(_Section):
         3584, gt=0, description="Length cap; open-rs: 3,584 (a completion hitting it is truncated)."
     )
     batch_size: int = Field(
-        256, gt=0, description="Most sequences per generate call (bounds rollout memory)."
+        256, gt=0, description="Most sequences per sampling call, in whole groups (bounds memory)."
     )
 
 
