@@ -1,4 +1,4 @@
-"""The ``frugalrl`` command: train | demo | rewards | eval | report.
+"""The ``frugalrl`` command: train | demo | rewards | eval | report | export.
 
 User errors (bad recipe, missing file, unknown name) print one line and exit 2, no traceback.
 """
@@ -32,6 +32,13 @@ def _cmd_train(args: argparse.Namespace) -> None:
     config = load_config(recipe, overrides)
     summary = train(config, resume=args.resume is not None)
     _print_summary(summary)
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    from frugalrl.export import export_merged
+
+    out = export_merged(args.run_dir, args.out, args.dtype)
+    print(f"merged model: {out}")
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -175,6 +182,12 @@ def _print_summary(summary: dict) -> None:
                 f"{label:>5}: held-out accuracy {100 * e['accuracy']:.1f}% "
                 f"[{100 * lo:.1f}, {100 * hi:.1f}]  mean tokens {e['mean_tokens']:.1f}"
             )
+    if "base_weights_bytes" in summary:
+        saved, base = summary["saved_weights_bytes"], summary["base_weights_bytes"]
+        print(
+            f"saved LoRA adapters {saved / 1e6:.2f} MB = {100 * saved / base:.1f}% of the full "
+            f"model's {base / 1e6:.2f} MB (frugalrl export RUN_DIR merges them)"
+        )
     wall = summary.get("demo_wall_seconds", summary.get("wall_seconds", 0))
     print(f"steps {summary.get('steps')}  wall {wall:.0f} s")
     print(f"report: {summary.get('report')}")
@@ -255,6 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("export", help="merge a LoRA run's adapters into a full HF model")
+    p.add_argument("run_dir", type=Path, help="a run directory trained with a peft: section")
+    p.add_argument("--out", type=Path, default=None, help="where to save (default RUN_DIR/merged)")
+    p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("report", help="compare eval/run directories: table + frontier PNG")
     p.add_argument("paths", nargs="+", help="eval directories, run directories, summary.json")

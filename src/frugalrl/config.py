@@ -263,6 +263,22 @@ class EvalConfig(_Section):
     after: bool = Field(True, description="Evaluate the trained model, for the final row.")
 
 
+class PeftConfig(_Section):
+    """LoRA adapters (Hu et al. 2021) through ``peft``: only the adapters train and are saved;
+    ``frugalrl export RUN_DIR`` merges them into a full model."""
+
+    r: int = Field(16, gt=0, description="Adapter rank; 16 is peft's and TRL's usual choice.")
+    alpha: float = Field(32.0, gt=0, description="Scale alpha / r on the update; 2r as usual.")
+    dropout: float = Field(
+        0.0, ge=0, lt=1, description="Dropout on the adapter input; 0: RL log-probs stay exact."
+    )
+    target_modules: list[str] | str = Field(
+        "all-linear",
+        description="Modules to adapt: 'all-linear' (every linear layer but the output layer) "
+        "or a list of names such as [q_proj, v_proj].",
+    )
+
+
 class LoggingConfig(_Section):
     tensorboard: bool = True
     wandb: bool | None = Field(None, description="None: use wandb when installed and configured.")
@@ -281,6 +297,9 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     logging: LoggingConfig = LoggingConfig()
+    peft: PeftConfig | None = Field(
+        None, description="LoRA adapters instead of full fine-tuning (None: train every weight)."
+    )
 
     @field_validator("rewards")
     @classmethod

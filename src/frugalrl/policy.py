@@ -27,22 +27,46 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     return getattr(torch, name)
 
 
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def is_adapter_dir(path: str | Path) -> bool:
+    """A directory holding LoRA adapters (peft's ``save_pretrained``), not a full model."""
+    return (Path(path) / ADAPTER_CONFIG).is_file()
+
+
 def load_policy(
     path: str | Path,
     dtype: str,
     device: torch.device,
     trust_remote_code: bool = False,
     gradient_checkpointing: bool = False,
+    adapters: str = "merge",
 ):
     """``(model, tokenizer)`` on ``device``, through ``from_pretrained`` like any HF model.
 
-    A tokenizer without a pad token pads with EOS (generation and batching need one).
+    ``path`` may also hold LoRA adapters (a LoRA run's checkpoint or ``final/``): the base model
+    their config names is loaded and the adapters applied, merged into the weights
+    (``adapters="merge"``, for generation and evaluation) or kept apart and trainable
+    (``"train"``, to resume training them). A tokenizer without a pad token pads with EOS
+    (generation and batching need one).
     """
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        base = path
+        if is_adapter_dir(path):
+            from peft import PeftConfig
+
+            base = PeftConfig.from_pretrained(str(path)).base_model_name_or_path
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=pick_dtype(dtype, device), trust_remote_code=trust_remote_code
+            base, dtype=pick_dtype(dtype, device), trust_remote_code=trust_remote_code
         )
+        if base != path:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(path), is_trainable=adapters == "train")
+            if adapters == "merge":
+                model = model.merge_and_unload()
     except OSError as e:
         raise UserError(f"cannot load model '{path}': {str(e).splitlines()[0]}") from None
     if tokenizer.pad_token_id is None:
@@ -52,3 +76,25 @@ def load_policy(
         enable = getattr(model, "activation_checkpointing_enable", None)
         (enable or model.gradient_checkpointing_enable)()
     return model.to(device), tokenizer
+
+
+def add_adapters(model, r: int, alpha: float, dropout: float, target_modules: list[str] | str):
+    """Wrap ``model`` with fresh LoRA adapters (peft); only they are trainable afterwards."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=target_modules,
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, config)
+    inner = model.base_model.model
+    checkpointing = getattr(inner, "is_activation_checkpointing", None)
+    if checkpointing is None:  # transformers < 5
+        checkpointing = getattr(inner, "is_gradient_checkpointing", False)
+    if checkpointing:
+        # Frozen embeddings give checkpointed blocks inputs without grad: let them carry one.
+        model.enable_input_require_grads()
+    return model

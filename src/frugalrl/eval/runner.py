@@ -50,14 +50,19 @@ class EvalSettings:
 
 
 def resolve_model_dir(path: str | Path) -> str:
-    """A model directory, a run directory (its ``final/``, else its newest checkpoint) or a
-    hub name, as a path ``from_pretrained`` accepts."""
+    """A model directory (full, or LoRA adapters), a run directory (its ``final/``, else its
+    newest checkpoint) or a hub name, as a path ``load_policy`` accepts."""
+    from frugalrl.policy import is_adapter_dir
     from frugalrl.train.checkpoint import list_checkpoints
 
     p = Path(path)
-    if (p / "config.json").is_file():
+
+    def is_model(d: Path) -> bool:  # a full model, or LoRA adapters (merged when loaded)
+        return (d / "config.json").is_file() or is_adapter_dir(d)
+
+    if is_model(p):
         return str(p)
-    if (p / "final" / "config.json").is_file():
+    if is_model(p / "final"):
         return str(p / "final")
     checkpoints = list_checkpoints(p)
     if checkpoints:

@@ -39,7 +39,7 @@ from frugalrl.data.sampler import PromptSampler
 from frugalrl.errors import UserError
 from frugalrl.eval.benchmarks import Benchmark, load_benchmark
 from frugalrl.eval.runner import EvalSettings, evaluate_engine
-from frugalrl.policy import load_policy, pick_device
+from frugalrl.policy import add_adapters, load_policy, pick_device
 from frugalrl.rewards import RewardSpec
 from frugalrl.rewards.registry import resolve_reward
 from frugalrl.rewards.scoring import RewardScorer
@@ -265,9 +265,8 @@ def build_batch(
 def build_optimizer(model, config: Config):
     """AdamW with linear warm-up then cosine (or constant); one scheduler step per update."""
     o = config.optim
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay
-    )
+    trainable = [p for p in model.parameters() if p.requires_grad]  # LoRA: the adapters only
+    optimizer = torch.optim.AdamW(trainable, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
     total_updates = config.train.steps * config.algo.num_iterations
     warmup = round(o.warmup_ratio * total_updates)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -315,6 +314,13 @@ def run_eval(engine, tokenizer, config: Config, label: str, run_dir: Path) -> di
     return summary["benchmarks"]["heldout"] if e.path is not None else summary["overall"]
 
 
+def weights_bytes(directory: Path) -> int:
+    """Bytes of the weight files (safetensors / bin) saved in ``directory``."""
+    return sum(f.stat().st_size for f in directory.glob("*.safetensors")) + sum(
+        f.stat().st_size for f in directory.glob("*.bin")
+    )
+
+
 def train(config: Config, resume: bool = False) -> dict[str, Any]:
     """Train per ``config``; with ``resume``, continue from the run directory's last checkpoint."""
     wall0 = time.perf_counter()
@@ -339,13 +345,18 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
         limit=config.data.limit,
     )
     start_path = checkpoints[-1] if checkpoints else config.model.name_or_path
+    resume_adapters = bool(checkpoints) and config.peft is not None
     model, tokenizer = load_policy(
         start_path,
         config.model.dtype,
         device,
         config.model.trust_remote_code,
         config.model.gradient_checkpointing,
+        adapters="train" if resume_adapters else "merge",
     )
+    if config.peft is not None and not resume_adapters:
+        p = config.peft
+        model = add_adapters(model, p.r, p.alpha, p.dropout, p.target_modules)
     ref_model = None
     if config.algo.beta > 0:
         ref_model, _ = load_policy(
@@ -483,6 +494,10 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
     final_dir = run_dir / "final"
     model.save_pretrained(final_dir)
     tokenizer.save_pretrained(final_dir)
+    summary["saved_weights_bytes"] = weights_bytes(final_dir)
+    base_dir = Path(config.model.name_or_path)
+    if config.peft is not None and base_dir.is_dir():
+        summary["base_weights_bytes"] = weights_bytes(base_dir)
     if config.eval.after:
         final = run_eval(engine, tokenizer, config, "final", run_dir)
         if final is not None:
