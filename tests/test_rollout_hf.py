@@ -44,7 +44,9 @@ def test_sampling_loop_follows_generate_token_for_token(eos_prone_policy, monkey
     # With argmax in place of sampling both must produce the same tokens: shared prefill,
     # cache copies and the early exit of finished rows must not change a single logit.
     model, tokenizer = eos_prone_policy
-    monkeypatch.setattr(hf, "sample_next", lambda logits, t, p: logits.argmax(-1))
+    monkeypatch.setattr(
+        hf, "sample_next", lambda logits, t, p: (logits.argmax(-1), torch.zeros(len(logits)))
+    )
     engine = hf.HFEngine(model, tokenizer, batch_size=batch_size)
     groups = engine.generate(PROMPTS, 3, SamplingParams(1.0, 1.0, 40))
     expected = generate_greedy(model, tokenizer, PROMPTS, 40)
@@ -61,11 +63,11 @@ def test_sampling_loop_follows_generate_token_for_token(eos_prone_policy, monkey
 def test_sample_next_draws_from_the_tempered_nucleus():
     torch.manual_seed(0)
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(20000, 1)
-    counts = collections.Counter(hf.sample_next(logits, 1.0, 0.8).tolist())
+    counts = collections.Counter(hf.sample_next(logits, 1.0, 0.8)[0].tolist())
     # top_p 0.8 keeps {0.5, 0.3}: renormalised 0.625 / 0.375
     assert set(counts) == {0, 1}
     assert counts[0] / 20000 == pytest.approx(0.625, abs=0.015)
-    counts = collections.Counter(hf.sample_next(logits, 2.0, 1.0).tolist())
+    counts = collections.Counter(hf.sample_next(logits, 2.0, 1.0)[0].tolist())
     # temperature 2: p ∝ sqrt(p) = 0.707, 0.548, 0.387, 0.224 (sum 1.866)
     assert counts[3] / 20000 == pytest.approx(0.224 / 1.866, abs=0.01)
 

@@ -72,6 +72,19 @@ class RolloutConfig(_Section):
     batch_size: int = Field(
         256, gt=0, description="Most sequences per sampling call, in whole groups (bounds memory)."
     )
+    importance_sampling: str | None = Field(
+        None,
+        description="Correct the policy term for the engine/trainer log-prob mismatch "
+        "(frugalrl.algo.importance): token_truncate, token_mask, sequence_truncate, "
+        "sequence_mask; None: off. Worth it when another engine (vLLM) samples; TRL and verl "
+        "turn it on there.",
+    )
+    importance_sampling_clip_max: float | None = Field(
+        2.0, gt=0, description="Upper bound C_max on the IS ratio (verl's TIS cap 2; TRL 3)."
+    )
+    importance_sampling_clip_min: float | None = Field(
+        None, ge=0, description="Lower bound C_min on the IS ratio (None: none)."
+    )
 
 
 class RewardConfig(_Section):
@@ -316,6 +329,10 @@ class Config(_Section):
         from frugalrl.rollout import ROLLOUT_ENGINES
 
         ADVANTAGES.get(self.algo.advantage)
+        if self.rollout.importance_sampling is not None:
+            from frugalrl.algo.importance import IS_CORRECTIONS
+
+            IS_CORRECTIONS.get(self.rollout.importance_sampling)
         LOSS_AGGREGATIONS.get(self.algo.loss_aggregation)
         KL_ESTIMATORS.get(self.algo.kl_estimator)
         ROLLOUT_ENGINES.get(self.rollout.engine)

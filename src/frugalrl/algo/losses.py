@@ -121,6 +121,7 @@ def ppo_clip_loss(
     entropy_coef: float = 0.0,
     kl_ratio_correction: bool = False,
     seq_weights: Tensor | None = None,
+    is_weights: Tensor | None = None,
 ) -> PolicyLossOutput:
     """PPO-clip loss, aggregated over tokens and completions by ``aggregation``.
 
@@ -150,6 +151,9 @@ def ppo_clip_loss(
     ``seq_weights`` (B,) are the aggregation's weights (``sequence_weights``) computed over the
     whole batch when this call sees one micro-batch of it; the micro-batch losses then sum to the
     batch loss. None: the weights of these B completions alone.
+
+    ``is_weights`` ((B, T) or (B, 1), ``algo.importance.importance_weights``) rescale the policy
+    term p_t for the rollout engine / trainer mismatch, before the KL and entropy terms (TRL).
     """
     if beta > 0 and ref_logp is None:
         raise ValueError("beta > 0 needs ref_logp")
@@ -173,6 +177,9 @@ def ppo_clip_loss(
         cap = -dual_clip_c * adv
         is_dual_clipped = (adv < 0) & (per_token > cap)
         per_token = torch.where(adv < 0, torch.min(per_token, cap), per_token)
+
+    if is_weights is not None:
+        per_token = per_token * is_weights
 
     kl = kl_fn(logp, ref_logp) if ref_logp is not None else None
     if kl is not None and beta > 0:

@@ -23,6 +23,9 @@ class Completion:
     token_ids: tuple[int, ...]
     text: str
     finished: bool  # ended with EOS; False means it hit max_new_tokens (truncated)
+    # log-prob of each token under the distribution the engine sampled it from (after
+    # temperature and top-p), for the importance-sampling correction; None if not reported
+    logprobs: tuple[float, ...] | None = None
 
     @property
     def num_tokens(self) -> int:

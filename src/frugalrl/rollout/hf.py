@@ -14,6 +14,7 @@ Two engines:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 from transformers import DynamicCache
@@ -47,9 +48,12 @@ class _TransformersEngine:
         return ids.to(device), attention.to(device)
 
 
-def sample_next(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+def sample_next(
+    logits: torch.Tensor, temperature: float, top_p: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One token per row from softmax(logits / temperature), restricted to the smallest set of
-    tokens whose probability reaches ``top_p`` (nucleus sampling; 1.0 keeps every token)."""
+    tokens whose probability reaches ``top_p`` (nucleus sampling; 1.0 keeps every token), and
+    its log-probability under that (renormalised) distribution."""
     probs = torch.softmax(logits.float() / temperature, dim=-1)
     if top_p < 1.0:
         sorted_probs, order = probs.sort(dim=-1, descending=True)
@@ -57,7 +61,9 @@ def sample_next(logits: torch.Tensor, temperature: float, top_p: float) -> torch
         drop = sorted_probs.cumsum(-1) - sorted_probs >= top_p
         sorted_probs = sorted_probs.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
-    return torch.multinomial(probs, 1).squeeze(-1)
+        probs = probs / probs.sum(-1, keepdim=True)
+    token = torch.multinomial(probs, 1)
+    return token.squeeze(-1), probs.gather(-1, token).squeeze(-1).log()
 
 
 @ROLLOUT_ENGINES.register("hf")
@@ -100,10 +106,10 @@ class HFEngine(_TransformersEngine):
         attention = attention.repeat_interleave(n, dim=0)
         position = positions[:, -1].repeat_interleave(n, dim=0)
         alive = torch.arange(len(prompts) * n, device=ids.device)  # output row of each cache row
-        steps: list[tuple[torch.Tensor, torch.Tensor]] = []
+        steps: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         for step in range(params.max_new_tokens):
-            token = sample_next(logits, params.temperature, params.top_p)
-            steps.append((alive, token))
+            token, logprob = sample_next(logits, params.temperature, params.top_p)
+            steps.append((alive, token, logprob))
             running = token != eos
             if step == params.max_new_tokens - 1 or not running.any():
                 break
@@ -122,10 +128,17 @@ class HFEngine(_TransformersEngine):
                 use_cache=True,
             ).logits[:, -1]
         rows: list[list[int]] = [[] for _ in range(len(prompts) * n)]
-        for row_ids, tokens in steps:
-            for r, t in zip(row_ids.tolist(), tokens.tolist(), strict=True):
+        logprobs: list[list[float]] = [[] for _ in range(len(prompts) * n)]
+        for row_ids, tokens, token_logprobs in steps:
+            for r, t, lp in zip(
+                row_ids.tolist(), tokens.tolist(), token_logprobs.tolist(), strict=True
+            ):
                 rows[r].append(t)
-        completions = [self._completion(row, eos) for row in rows]
+                logprobs[r].append(lp)
+        completions = [
+            replace(self._completion(row, eos), logprobs=tuple(lp))
+            for row, lp in zip(rows, logprobs, strict=True)
+        ]
         return [completions[i * n : (i + 1) * n] for i in range(len(prompts))]
 
 

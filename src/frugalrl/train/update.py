@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 import torch
 
 from frugalrl.algo import kl_penalized_rewards, ppo_clip_loss, sequence_weights
+from frugalrl.algo.importance import importance_weights
 from frugalrl.algo.logprobs import completion_logprobs, pack_batch
 from frugalrl.config import Config
+from frugalrl.errors import UserError
 from frugalrl.rollout import Completion
 
 RowLogprobs = dict[int, torch.Tensor]  # completion index -> (num_tokens,) log-probs
@@ -183,6 +185,10 @@ def rows_to_train(batch: RolloutBatch, config: Config) -> list[int]:
     return rows
 
 
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
+    return float(torch.where(mask, x, 0.0).sum() / mask.sum().clamp(min=1))
+
+
 def policy_update(
     model, ref_model, optimizer, scheduler, batch: RolloutBatch, pad_id: int, config: Config, device
 ) -> dict[str, float]:
@@ -200,6 +206,19 @@ def policy_update(
     old_logps = batch.old_logps
     if old_logps is None and a.num_iterations > 1:
         old_logps = batch_logprobs(model, batch, rows, pad_id, config, device)
+    r = config.rollout
+    if r.importance_sampling is not None:
+        missing = [i for i in rows if batch.completions[i].logprobs is None]
+        if missing:
+            raise UserError(
+                f"rollout.importance_sampling needs the engine's sampling log-probs; "
+                f"rollout.engine '{r.engine}' does not report them"
+            )
+        if old_logps is None:  # the trainer's π_old, to compare with the engine's
+            old_logps = batch_logprobs(model, batch, rows, pad_id, config, device)
+        rollout_logps = {
+            i: torch.tensor(batch.completions[i].logprobs, device=device) for i in rows
+        }
     # With the KL in the reward the loss has β = 0 and the reference log-probs only feed train/kl.
     ref_logps = batch.ref_logps
     if ref_logps is None and ref_model is not None:
@@ -220,9 +239,26 @@ def policy_update(
                 chunk_tokens=config.train.logprob_chunk_tokens,
             )
             mask = packed["completion_mask"] & batch.in_loss[idx].to(device).unsqueeze(-1)
+            old = _stack(old_logps, idx, width, device) if old_logps else logp.detach()
+            is_weights = None
+            if r.importance_sampling is not None:
+                rollout = _stack(rollout_logps, idx, width, device)
+                is_weights = importance_weights(
+                    r.importance_sampling,
+                    old,
+                    rollout,
+                    mask,
+                    r.importance_sampling_clip_min,
+                    r.importance_sampling_clip_max,
+                )
+                share = int(mask.sum()) / trained_tokens
+                weights_per_token = is_weights.expand_as(mask)
+                stats["is_weight_mean"] += _masked_mean(weights_per_token, mask) * share
+                diff = (old - rollout).abs()
+                stats["rollout_logprob_abs_diff"] += _masked_mean(diff, mask) * share
             out = ppo_clip_loss(
                 logp,
-                _stack(old_logps, idx, width, device) if old_logps else logp.detach(),
+                old,
                 batch.advantages[idx].to(device),
                 mask,
                 eps_low=a.epsilon_low,
@@ -237,6 +273,7 @@ def policy_update(
                 entropy_coef=a.entropy_coef,
                 kl_ratio_correction=a.kl_ratio_correction,
                 seq_weights=weights[idx],
+                is_weights=is_weights,
             )
             out.loss.backward()
             share = int(mask.sum()) / trained_tokens
