@@ -1,7 +1,6 @@
 """Importance-sampling correction of the rollout/trainer mismatch: the four modes by hand, the
 weights in the loss, and the HF engine's sampling log-probs against the trainer's."""
 
-
 import pytest
 import torch
 

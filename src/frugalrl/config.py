@@ -72,6 +72,11 @@ class RolloutConfig(_Section):
     batch_size: int = Field(
         256, gt=0, description="Most sequences per sampling call, in whole groups (bounds memory)."
     )
+    engine_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keyword arguments for the engine, e.g. for vllm: gpu_memory_utilization "
+        "(0.3), max_model_len, seed, sleep (true: release the GPU between phases).",
+    )
     importance_sampling: str | None = Field(
         None,
         description="Correct the policy term for the engine/trainer log-prob mismatch "

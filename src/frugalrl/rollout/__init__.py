@@ -2,5 +2,13 @@
 
 from frugalrl.rollout.base import ROLLOUT_ENGINES, Completion, RolloutEngine, SamplingParams
 from frugalrl.rollout.hf import HFEngine
+from frugalrl.rollout.vllm_engine import VLLMEngine
 
-__all__ = ["ROLLOUT_ENGINES", "Completion", "HFEngine", "RolloutEngine", "SamplingParams"]
+__all__ = [
+    "ROLLOUT_ENGINES",
+    "Completion",
+    "HFEngine",
+    "RolloutEngine",
+    "SamplingParams",
+    "VLLMEngine",
+]

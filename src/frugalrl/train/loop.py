@@ -372,7 +372,7 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
         config = config.model_copy(deep=True)
         config.train.logprob_chunk_tokens = None
     engine = ROLLOUT_ENGINES.get(config.rollout.engine)(
-        model, tokenizer, batch_size=config.rollout.batch_size
+        model, tokenizer, batch_size=config.rollout.batch_size, **config.rollout.engine_options
     )
 
     prompt_ids = encode_prompts(
