@@ -61,3 +61,26 @@ def tiny_overrides(tiny_model_dir, task_files, tmp_path):
         "logging.progress=false",
         "logging.tensorboard=false",
     ]
+
+
+@pytest.fixture
+def train_with_crash(monkeypatch):
+    """``run(config)``: train, crash as the third step starts sampling, then resume to the end."""
+    from frugalrl.train import loop
+
+    def run(config):
+        real, calls = loop.collect_rollouts, []
+
+        def crash_on_third_step(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 3:
+                raise RuntimeError("simulated crash")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(loop, "collect_rollouts", crash_on_third_step)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            loop.train(config)
+        monkeypatch.setattr(loop, "collect_rollouts", real)
+        loop.train(config, resume=True)
+
+    return run

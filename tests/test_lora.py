@@ -1,6 +1,5 @@
 """LoRA runs: only adapters train and are saved, resume exactly, and export to a full model."""
 
-import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
@@ -53,22 +52,10 @@ def test_lora_run_saves_adapters_that_export_to_a_full_model(
     assert (merged_logits - base_logits).abs().max() > 1e-4  # the adapters learnt something
 
 
-def test_lora_run_resumes_like_an_uninterrupted_one(tiny_overrides, tmp_path, monkeypatch):
+def test_lora_run_resumes_like_an_uninterrupted_one(tiny_overrides, tmp_path, train_with_crash):
     loop.train(lora_config(tiny_overrides, tmp_path / "a"))
     crashing = lora_config(tiny_overrides, tmp_path / "b")
-    real, calls = loop.collect_rollouts, []
-
-    def crash_on_third_step(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise RuntimeError("simulated crash")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "collect_rollouts", crash_on_third_step)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        loop.train(crashing)
-    monkeypatch.setattr(loop, "collect_rollouts", real)
-    loop.train(crashing, resume=True)
+    train_with_crash(crashing)
     a = load_file(tmp_path / "a" / "final" / "adapter_model.safetensors")
     b = load_file(tmp_path / "b" / "final" / "adapter_model.safetensors")
     for name in a:

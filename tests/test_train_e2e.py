@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -60,7 +59,7 @@ def test_train_writes_run_directory(tiny_overrides, capsys):
     AutoTokenizer.from_pretrained(run / "checkpoints" / "step-000004")
 
 
-def test_resume_after_crash_matches_uninterrupted_run(tiny_overrides, tmp_path, monkeypatch):
+def test_resume_after_crash_matches_uninterrupted_run(tiny_overrides, tmp_path, train_with_crash):
     no_eval = ["eval.before=false", "eval.after=false"]
     straight = load_config(
         "recipes/demo.yaml", [*tiny_overrides, *no_eval, f"train.output_dir={tmp_path / 'a'}"]
@@ -70,19 +69,7 @@ def test_resume_after_crash_matches_uninterrupted_run(tiny_overrides, tmp_path, 
     crashing = load_config(
         "recipes/demo.yaml", [*tiny_overrides, *no_eval, f"train.output_dir={tmp_path / 'b'}"]
     )
-    real, calls = loop.collect_rollouts, []
-
-    def crash_on_third_step(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise RuntimeError("simulated crash")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "collect_rollouts", crash_on_third_step)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        loop.train(crashing)
-    monkeypatch.setattr(loop, "collect_rollouts", real)
-    loop.train(crashing, resume=True)
+    train_with_crash(crashing)
 
     a = AutoModelForCausalLM.from_pretrained(tmp_path / "a" / "final").state_dict()
     b = AutoModelForCausalLM.from_pretrained(tmp_path / "b" / "final").state_dict()
