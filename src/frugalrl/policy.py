@@ -53,15 +53,16 @@ def load_policy(
     """
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        adapter = is_adapter_dir(path)
         base = path
-        if is_adapter_dir(path):
+        if adapter:
             from peft import PeftConfig
 
             base = PeftConfig.from_pretrained(str(path)).base_model_name_or_path
         model = AutoModelForCausalLM.from_pretrained(
             base, dtype=pick_dtype(dtype, device), trust_remote_code=trust_remote_code
         )
-        if base != path:
+        if adapter:
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, str(path), is_trainable=adapters == "train")

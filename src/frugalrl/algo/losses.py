@@ -39,7 +39,7 @@ def aggregate_loss(per_token: Tensor, mask: Tensor, seq_weights: Tensor) -> Tens
 
 
 @LOSS_AGGREGATIONS.register("seq_mean_token_mean")
-def seq_mean_token_mean(token_counts: Tensor, max_completion_length: int | None = None) -> Tensor:
+def seq_meanmasked_mean(token_counts: Tensor, max_completion_length: int | None = None) -> Tensor:
     """w_i = 1 / (B max(1, n_i)):  L = (1/B) sum_i (sum_t m_it x_it) / max(1, n_i)
     (GRPO, open-rs; TRL "grpo").
 
@@ -98,7 +98,7 @@ class PolicyLossOutput:
     entropy: float = 0.0  # mean per-token entropy over valid tokens; 0.0 without one
 
 
-def _token_mean(x: Tensor, mask: Tensor) -> float:
+def masked_mean(x: Tensor, mask: Tensor) -> float:
     """sum(m * x) / max(1, sum(m)) as a float, for logging."""
     return float(_masked(x.detach(), mask).sum() / mask.sum().clamp(min=1))
 
@@ -196,9 +196,9 @@ def ppo_clip_loss(
     is_clipped = ((ratio < 1 - eps_low) & (adv < 0)) | ((ratio > 1 + eps_high) & (adv > 0))
     return PolicyLossOutput(
         loss=loss,
-        clip_fraction=_token_mean(is_clipped.to(ratio.dtype), mask),
-        kl=_token_mean(kl, mask) if kl is not None else 0.0,
-        ratio_mean=_token_mean(ratio, mask),
-        dual_clip_fraction=_token_mean(is_dual_clipped.to(ratio.dtype), mask),
-        entropy=_token_mean(entropy, mask) if entropy is not None else 0.0,
+        clip_fraction=masked_mean(is_clipped.to(ratio.dtype), mask),
+        kl=masked_mean(kl, mask) if kl is not None else 0.0,
+        ratio_mean=masked_mean(ratio, mask),
+        dual_clip_fraction=masked_mean(is_dual_clipped.to(ratio.dtype), mask),
+        entropy=masked_mean(entropy, mask) if entropy is not None else 0.0,
     )

@@ -13,7 +13,8 @@ Two engines:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 
 import torch
@@ -30,6 +31,16 @@ class _TransformersEngine:
 
     def sync(self) -> None:
         pass  # generates with the training model itself
+
+    @contextmanager
+    def _eval_mode(self) -> Iterator[None]:
+        """Sample in eval mode (no dropout), then give the model back in the mode it was in."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            yield
+        finally:
+            self.model.train(was_training)
 
     def _completion(self, row: Sequence[int], eos: int) -> Completion:
         finished = eos in row
@@ -76,13 +87,9 @@ class HFEngine(_TransformersEngine):
     ) -> list[list[Completion]]:
         per_call = max(1, self.batch_size // n)
         groups: list[list[Completion]] = []
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with self._eval_mode():
             for start in range(0, len(prompt_ids), per_call):
                 groups.extend(self._sample_groups(prompt_ids[start : start + per_call], n, params))
-        finally:
-            self.model.train(was_training)
         return groups
 
     def _sample_groups(
@@ -152,28 +159,25 @@ class HFGenerateEngine(_TransformersEngine):
     ) -> list[list[Completion]]:
         flat = [list(ids) for ids in prompt_ids for _ in range(n)]
         completions: list[Completion] = []
-        for start in range(0, len(flat), self.batch_size):
-            completions.extend(self._generate_batch(flat[start : start + self.batch_size], params))
+        with self._eval_mode():
+            for start in range(0, len(flat), self.batch_size):
+                batch = flat[start : start + self.batch_size]
+                completions.extend(self._generate_batch(batch, params))
         return [completions[i * n : (i + 1) * n] for i in range(len(prompt_ids))]
 
     def _generate_batch(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
         pad = self.tokenizer.pad_token_id
         eos = self.tokenizer.eos_token_id
         input_ids, attention = self._left_padded(prompts)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            out = self.model.generate(
-                input_ids=input_ids,
-                attention_mask=attention,
-                do_sample=True,
-                temperature=params.temperature,
-                top_p=params.top_p,
-                top_k=0,
-                max_new_tokens=params.max_new_tokens,
-                eos_token_id=eos,
-                pad_token_id=pad,
-            )
-        finally:
-            self.model.train(was_training)
+        out = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=attention,
+            do_sample=True,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=0,
+            max_new_tokens=params.max_new_tokens,
+            eos_token_id=eos,
+            pad_token_id=pad,
+        )
         return [self._completion(row, eos) for row in out[:, input_ids.shape[1] :].tolist()]

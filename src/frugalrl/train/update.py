@@ -27,6 +27,7 @@ import torch
 from frugalrl.algo import kl_penalized_rewards, ppo_clip_loss, sequence_weights
 from frugalrl.algo.importance import importance_weights
 from frugalrl.algo.logprobs import completion_logprobs, pack_batch
+from frugalrl.algo.losses import masked_mean
 from frugalrl.config import Config
 from frugalrl.errors import UserError
 from frugalrl.rollout import Completion
@@ -106,6 +107,12 @@ def _pack(batch: RolloutBatch, idx: list[int], pad_id: int, device) -> dict[str,
     return {k: v.to(device) for k, v in packed.items()}
 
 
+def _length_mask(lengths: torch.Tensor) -> torch.Tensor:
+    """(N, max(1, longest)) bool: position t of row i is one of its ``lengths[i]`` tokens."""
+    width = max(1, int(lengths.max())) if lengths.numel() else 1
+    return torch.arange(width, device=lengths.device) < lengths.unsqueeze(-1)
+
+
 def _stack(rows: RowLogprobs, idx: list[int], width: int, device) -> torch.Tensor:
     """(len(idx), width) log-probs of the rows ``idx``, right-padded with 0."""
     out = torch.zeros(len(idx), width, device=device)
@@ -149,13 +156,13 @@ def fold_kl_into_rewards(
     policy = batch_logprobs(model, batch, rows, pad_id, config, device)
     ref = batch_logprobs(ref_model, batch, rows, pad_id, config, device)
     idx = list(rows)
-    width = max(1, max(c.num_tokens for c in batch.completions))
-    lengths = torch.tensor([c.num_tokens for c in batch.completions], device=device)
+    mask = _length_mask(torch.tensor([c.num_tokens for c in batch.completions], device=device))
+    width = mask.shape[1]
     flat = kl_penalized_rewards(
         rewards.flatten().to(device),
         _stack(policy, idx, width, device),
         _stack(ref, idx, width, device),
-        torch.arange(width, device=device) < lengths.unsqueeze(-1),
+        mask,
         a.reward_beta,
         a.kl_estimator,
     ).cpu()
@@ -185,10 +192,6 @@ def rows_to_train(batch: RolloutBatch, config: Config) -> list[int]:
     return rows
 
 
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
-    return float(torch.where(mask, x, 0.0).sum() / mask.sum().clamp(min=1))
-
-
 def policy_update(
     model, ref_model, optimizer, scheduler, batch: RolloutBatch, pad_id: int, config: Config, device
 ) -> dict[str, float]:
@@ -198,9 +201,8 @@ def policy_update(
     rows = rows_to_train(batch, config)
     plan = _plan(batch, rows, config)
     counts = batch.token_counts()
-    mask_all = torch.arange(max(1, int(counts.max()))) < counts.unsqueeze(-1)
     weights = sequence_weights(
-        a.loss_aggregation, mask_all, config.rollout.max_completion_tokens
+        a.loss_aggregation, _length_mask(counts), config.rollout.max_completion_tokens
     ).to(device)
     # With one pass the policy has not moved since sampling: old log-probs = current, detached.
     old_logps = batch.old_logps
@@ -239,6 +241,7 @@ def policy_update(
                 chunk_tokens=config.train.logprob_chunk_tokens,
             )
             mask = packed["completion_mask"] & batch.in_loss[idx].to(device).unsqueeze(-1)
+            share = int(mask.sum()) / trained_tokens  # of the token means logged below
             old = _stack(old_logps, idx, width, device) if old_logps else logp.detach()
             is_weights = None
             if r.importance_sampling is not None:
@@ -251,11 +254,10 @@ def policy_update(
                     r.importance_sampling_clip_min,
                     r.importance_sampling_clip_max,
                 )
-                share = int(mask.sum()) / trained_tokens
                 weights_per_token = is_weights.expand_as(mask)
-                stats["is_weight_mean"] += _masked_mean(weights_per_token, mask) * share
+                stats["is_weight_mean"] += masked_mean(weights_per_token, mask) * share
                 diff = (old - rollout).abs()
-                stats["rollout_logprob_abs_diff"] += _masked_mean(diff, mask) * share
+                stats["rollout_logprob_abs_diff"] += masked_mean(diff, mask) * share
             out = ppo_clip_loss(
                 logp,
                 old,
@@ -276,7 +278,6 @@ def policy_update(
                 is_weights=is_weights,
             )
             out.loss.backward()
-            share = int(mask.sum()) / trained_tokens
             stats["loss"] += out.loss.item()
             stats["clip_fraction"] += out.clip_fraction * share
             stats["dual_clip_fraction"] += out.dual_clip_fraction * share
