@@ -14,3 +14,8 @@ def raises_on_marked_problem(samples):
     if samples[0].example.get("id") == "raise":
         raise RuntimeError("boom")
     return [0.5] * len(samples)
+
+
+def distinct_characters(samples):
+    """Share of distinct characters in the completion: spread even for an untrained policy."""
+    return [len(set(s.completion)) / max(1, len(s.completion)) for s in samples]

@@ -48,7 +48,7 @@ class FakeEngine:
     def __init__(self):
         self.calls: list[int] = []
 
-    def generate(self, prompt_ids, n, params):
+    def generate(self, prompt_ids, n, params, seeds=None):
         self.calls.append(len(prompt_ids))
         return [[Completion((1, 2), "x", True) for _ in range(n)] for _ in prompt_ids]
 

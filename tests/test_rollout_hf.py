@@ -45,7 +45,7 @@ def test_sampling_loop_follows_generate_token_for_token(eos_prone_policy, monkey
     # cache copies and the early exit of finished rows must not change a single logit.
     model, tokenizer = eos_prone_policy
     monkeypatch.setattr(
-        hf, "sample_next", lambda logits, t, p: (logits.argmax(-1), torch.zeros(len(logits)))
+        hf, "sample_next", lambda logits, t, p, u: (logits.argmax(-1), torch.zeros(len(logits)))
     )
     engine = hf.HFEngine(model, tokenizer, batch_size=batch_size)
     groups = engine.generate(PROMPTS, 3, SamplingParams(1.0, 1.0, 40))

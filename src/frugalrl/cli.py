@@ -19,6 +19,10 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
     if args.recipe is None and args.resume is None:
         raise UserError("train needs a RECIPE.yaml (or --resume RUN_DIR)")
+    if args.num_processes < 1:
+        raise UserError(f"--num-processes must be at least 1, got {args.num_processes}")
+    if args.num_processes > 1:
+        sys.exit(_launch_data_parallel(args))
     overrides = list(args.set or [])
     if args.resume is not None:
         run_dir = Path(args.resume)
@@ -31,7 +35,39 @@ def _cmd_train(args: argparse.Namespace) -> None:
         recipe = args.recipe
     config = load_config(recipe, overrides)
     summary = train(config, resume=args.resume is not None)
-    _print_summary(summary)
+    if summary:  # data-parallel: only the main process returns one
+        _print_summary(summary)
+
+
+def _launch_data_parallel(args: argparse.Namespace) -> int:
+    """``frugalrl train`` again in ``--num-processes`` processes on this machine, through
+    ``accelerate launch`` (torchrun underneath): one GPU each on CUDA, gloo on a CPU. For
+    DeepSpeed, FSDP or several machines, use ``accelerate launch --config_file`` directly."""
+    import socket
+    import subprocess
+
+    with socket.socket() as s:  # a free port, so two runs on one machine do not collide
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_machines=1",
+        f"--num_processes={args.num_processes}",
+        f"--main_process_port={port}",
+        "--mixed_precision=no",
+        "--dynamo_backend=no",
+        "-m",
+        "frugalrl",
+        *(["--verbose"] if args.verbose else []),
+        "train",
+        *([args.recipe] if args.recipe else []),
+        *(["--resume", args.resume] if args.resume else []),
+        *(f"--set={item}" for item in args.set or []),
+    ]
+    return subprocess.run(command, check=False).returncode
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
@@ -204,6 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", metavar="KEY=VALUE", help="override, e.g. optim.lr=1e-6"
     )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    p.add_argument(
+        "--num-processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="data-parallel processes on this machine (one per GPU; gloo on a CPU); same "
+        "samples and updates as one process",
+    )
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("demo", help="the built-in miniature open-rs experiment, offline on a CPU")

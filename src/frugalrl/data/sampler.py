@@ -22,6 +22,11 @@ class PromptSampler:
         random.Random(f"{self.seed}-{self.epoch}").shuffle(order)
         return order
 
+    @property
+    def position(self) -> int:
+        """How many indices have been drawn so far: names each draw uniquely over the run."""
+        return self.epoch * self.num_items + self.cursor
+
     def next(self, n: int) -> list[int]:
         out = []
         while len(out) < n:

@@ -37,9 +37,19 @@ class RolloutEngine(Protocol):
     *current* policy weights (an engine holding its own copy must refresh it in ``sync``)."""
 
     def generate(
-        self, prompt_ids: Sequence[Sequence[int]], n: int, params: SamplingParams
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        n: int,
+        params: SamplingParams,
+        seeds: Sequence[int] | None = None,
     ) -> list[list[Completion]]:
-        """``n`` completions for each prompt, grouped by prompt in input order."""
+        """``n`` completions for each prompt, grouped by prompt in input order.
+
+        ``seeds`` (one per prompt): each group is drawn from its own seeded random stream, so
+        a prompt's completions do not depend on which other prompts share the batch, or on
+        which process samples them (data-parallel training draws the same samples on 1 or N
+        processes). Without seeds, engines draw from their global random state.
+        """
         ...
 
     def sync(self) -> None:

@@ -60,11 +60,15 @@ class _TransformersEngine:
 
 
 def sample_next(
-    logits: torch.Tensor, temperature: float, top_p: float
+    logits: torch.Tensor, temperature: float, top_p: float, uniform: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One token per row from softmax(logits / temperature), restricted to the smallest set of
     tokens whose probability reaches ``top_p`` (nucleus sampling; 1.0 keeps every token), and
-    its log-probability under that (renormalised) distribution."""
+    its log-probability under that (renormalised) distribution.
+
+    ``uniform`` (one U[0, 1) draw per row) samples by inverting each row's CDF instead of
+    drawing from the global generator: the token then depends only on the row's own draw.
+    """
     probs = torch.softmax(logits.float() / temperature, dim=-1)
     if top_p < 1.0:
         sorted_probs, order = probs.sort(dim=-1, descending=True)
@@ -73,7 +77,13 @@ def sample_next(
         sorted_probs = sorted_probs.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
         probs = probs / probs.sum(-1, keepdim=True)
-    token = torch.multinomial(probs, 1)
+    if uniform is None:
+        token = torch.multinomial(probs, 1)
+    else:
+        cdf = probs.cumsum(-1)
+        # right=True: the first token whose CDF exceeds the draw, never a zero-probability one
+        target = (uniform.to(cdf.dtype) * cdf[:, -1]).unsqueeze(-1)
+        token = torch.searchsorted(cdf, target, right=True).clamp(max=probs.shape[-1] - 1)
     return token.squeeze(-1), probs.gather(-1, token).squeeze(-1).log()
 
 
@@ -83,20 +93,48 @@ class HFEngine(_TransformersEngine):
 
     @torch.no_grad()
     def generate(
-        self, prompt_ids: Sequence[Sequence[int]], n: int, params: SamplingParams
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        n: int,
+        params: SamplingParams,
+        seeds: Sequence[int] | None = None,
     ) -> list[list[Completion]]:
         per_call = max(1, self.batch_size // n)
         groups: list[list[Completion]] = []
         with self._eval_mode():
             for start in range(0, len(prompt_ids), per_call):
-                groups.extend(self._sample_groups(prompt_ids[start : start + per_call], n, params))
+                part = slice(start, start + per_call)
+                groups.extend(
+                    self._sample_groups(
+                        prompt_ids[part], n, params, None if seeds is None else seeds[part]
+                    )
+                )
         return groups
 
     def _sample_groups(
-        self, prompts: Sequence[Sequence[int]], n: int, params: SamplingParams
+        self,
+        prompts: Sequence[Sequence[int]],
+        n: int,
+        params: SamplingParams,
+        seeds: Sequence[int] | None,
     ) -> list[list[Completion]]:
         eos = self.tokenizer.eos_token_id
         ids, attention = self._left_padded(prompts)
+        # Every draw a group can need, from the group's own stream: a row's t-th token uses
+        # uniforms[row, t] whatever else is in the batch or still running.
+        uniforms = None
+        if seeds is not None:
+            uniforms = torch.cat(
+                [
+                    torch.rand(
+                        n,
+                        params.max_new_tokens,
+                        generator=torch.Generator(ids.device).manual_seed(seed),
+                        device=ids.device,
+                    )
+                    for seed in seeds
+                ]
+            )
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
         logits = self.model(
@@ -115,7 +153,12 @@ class HFEngine(_TransformersEngine):
         alive = torch.arange(len(prompts) * n, device=ids.device)  # output row of each cache row
         steps: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         for step in range(params.max_new_tokens):
-            token, logprob = sample_next(logits, params.temperature, params.top_p)
+            token, logprob = sample_next(
+                logits,
+                params.temperature,
+                params.top_p,
+                None if uniforms is None else uniforms[alive, step],
+            )
             steps.append((alive, token, logprob))
             running = token != eos
             if step == params.max_new_tokens - 1 or not running.any():
@@ -155,8 +198,16 @@ class HFGenerateEngine(_TransformersEngine):
 
     @torch.no_grad()
     def generate(
-        self, prompt_ids: Sequence[Sequence[int]], n: int, params: SamplingParams
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        n: int,
+        params: SamplingParams,
+        seeds: Sequence[int] | None = None,
     ) -> list[list[Completion]]:
+        if seeds is not None:
+            # generate() draws from the global generator across the whole batch, so samples
+            # stay reproducible per call but depend on the batch (use the hf engine for that)
+            torch.manual_seed(seeds[0])
         flat = [list(ids) for ids in prompt_ids for _ in range(n)]
         completions: list[Completion] = []
         with self._eval_mode():

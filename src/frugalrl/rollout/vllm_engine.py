@@ -115,17 +115,25 @@ class VLLMEngine:
 
     @torch.no_grad()
     def generate(
-        self, prompt_ids: Sequence[Sequence[int]], n: int, params: SamplingParams
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        n: int,
+        params: SamplingParams,
+        seeds: Sequence[int] | None = None,
     ) -> list[list[Completion]]:
         from vllm import SamplingParams as VLLMSamplingParams
 
-        sampling = VLLMSamplingParams(
-            n=n,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            max_tokens=params.max_new_tokens,
-            logprobs=0,
-        )
+        def sampling_params(seed: int | None) -> VLLMSamplingParams:
+            return VLLMSamplingParams(
+                n=n,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                max_tokens=params.max_new_tokens,
+                logprobs=0,
+                seed=seed,  # vLLM's per-request generator
+            )
+
+        sampling = sampling_params(None) if seeds is None else [sampling_params(s) for s in seeds]
         if self.sleep_between:
             self.llm.wake_up()
         try:

@@ -51,6 +51,7 @@ from frugalrl.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from frugalrl.train.distributed import DataParallel
 from frugalrl.train.metrics import MetricsLogger
 from frugalrl.train.schedule import lr_multiplier
 from frugalrl.train.update import RolloutBatch, fold_kl_into_rewards, policy_update, skip_update
@@ -93,7 +94,10 @@ class ScoredGroups:
         )
 
     @staticmethod
-    def concat(parts: list[ScoredGroups]) -> ScoredGroups:
+    def concat(parts: list[ScoredGroups], concurrent: bool = False) -> ScoredGroups:
+        """Groups of consecutive sampling rounds (their times add up), or of the processes of
+        one round (``concurrent``: they ran side by side, the round took the longest's time)."""
+        wall = max if concurrent else sum
         return ScoredGroups(
             [p for part in parts for p in part.prompt_ids],
             [g for part in parts for g in part.groups],
@@ -104,17 +108,48 @@ class ScoredGroups:
             },
             failed_groups=sum(p.failed_groups for p in parts),
             timed_out_groups=sum(p.timed_out_groups for p in parts),
-            generation_seconds=sum(p.generation_seconds for p in parts),
-            scoring_seconds=sum(p.scoring_seconds for p in parts),
+            generation_seconds=wall(p.generation_seconds for p in parts),
+            scoring_seconds=wall(p.scoring_seconds for p in parts),
         )
 
 
-def collect_rollouts(engine, problems, prompt_ids, config: Config, scorer) -> ScoredGroups:
-    """One round: sample G completions per prompt and score each group."""
+def group_seeds(seed: int, draws: range) -> list[int]:
+    """One sampling seed per drawn prompt, from the run's seed and the draw's position in the
+    run only: a group's samples are the same whatever batch, round or process it lands in."""
+    return [
+        int(np.random.SeedSequence([seed, d]).generate_state(1, np.uint64)[0] >> 1) for d in draws
+    ]
+
+
+def collect_rollouts(
+    engine,
+    problems,
+    prompt_ids,
+    config: Config,
+    scorer,
+    seeds: list[int] | None = None,
+    dp: DataParallel | None = None,
+) -> ScoredGroups:
+    """One round: sample G completions per prompt and score each group.
+
+    Data-parallel: each process samples and scores its share of the prompts, and every process
+    gets all the groups, in prompt order."""
+    dp = dp or DataParallel()
+    if dp.enabled:
+        mine = dp.share(range(len(prompt_ids)))
+        part = collect_rollouts(
+            engine,
+            [problems[i] for i in mine],
+            [prompt_ids[i] for i in mine],
+            config,
+            scorer,
+            None if seeds is None else [seeds[i] for i in mine],
+        )
+        return ScoredGroups.concat(dp.gather(part), concurrent=True)
     r = config.rollout
     params = SamplingParams(r.temperature, r.top_p, r.max_completion_tokens)
     t0 = time.perf_counter()
-    groups = engine.generate(prompt_ids, r.num_generations, params)
+    groups = engine.generate(prompt_ids, r.num_generations, params, seeds=seeds)
     gen_seconds = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -193,7 +228,13 @@ def zero_variance_fraction(rewards: torch.Tensor) -> float:
 
 
 def sample_step(
-    engine, sampler: PromptSampler, problems, prompt_ids, config: Config, scorer
+    engine,
+    sampler: PromptSampler,
+    problems,
+    prompt_ids,
+    config: Config,
+    scorer,
+    dp: DataParallel | None = None,
 ) -> tuple[ScoredGroups, ScoredGroups, dict[str, float]]:
     """The groups to train on this step, everything generated for it, and sampling metrics.
 
@@ -210,9 +251,16 @@ def sample_step(
     target = config.train.prompts_per_step
 
     def one_round(n: int) -> ScoredGroups:
+        seeds = group_seeds(config.train.seed, range(sampler.position, sampler.position + n))
         idx = sampler.next(n)
         return collect_rollouts(
-            engine, [problems[i] for i in idx], [prompt_ids[i] for i in idx], config, scorer
+            engine,
+            [problems[i] for i in idx],
+            [prompt_ids[i] for i in idx],
+            config,
+            scorer,
+            seeds,
+            dp,
         )
 
     first = one_round(target)
@@ -244,7 +292,13 @@ def sample_step(
 
 
 def build_batch(
-    rollouts: ScoredGroups, model, ref_model, pad_id: int, config: Config, device
+    rollouts: ScoredGroups,
+    model,
+    ref_model,
+    pad_id: int,
+    config: Config,
+    device,
+    dp: DataParallel | None = None,
 ) -> RolloutBatch:
     """Flatten the groups to train on, fold the KL into their rewards if asked, then advantages."""
     a = config.algo
@@ -257,7 +311,7 @@ def build_batch(
     in_loss = scored & (finished | (not a.mask_truncated))
     batch = RolloutBatch(prompts, completions, torch.zeros(len(completions)), in_loss)
     if a.reward_beta > 0:
-        rewards = fold_kl_into_rewards(batch, rewards, model, ref_model, pad_id, config, device)
+        rewards = fold_kl_into_rewards(batch, rewards, model, ref_model, pad_id, config, device, dp)
     batch.advantages = group_advantages(a.advantage, rewards, a.advantage_eps).flatten()
     return batch
 
@@ -322,21 +376,28 @@ def weights_bytes(directory: Path) -> int:
 
 
 def train(config: Config, resume: bool = False) -> dict[str, Any]:
-    """Train per ``config``; with ``resume``, continue from the run directory's last checkpoint."""
+    """Train per ``config``; with ``resume``, continue from the run directory's last checkpoint.
+
+    Launched as several processes (``accelerate launch``, ``frugalrl train --num-processes``),
+    it trains data-parallel (``train/distributed.py``); only the main process writes, and the
+    others return the summary too."""
     wall0 = time.perf_counter()
+    dp = DataParallel.from_environment(pick_device(config.train.device))
+    device = dp.device
     run_dir = config.run_dir
     checkpoints = list_checkpoints(run_dir) if resume else []
     if resume and not checkpoints:
         raise UserError(f"--resume: no complete checkpoint in {run_dir / 'checkpoints'}")
     if not resume and list_checkpoints(run_dir):
         raise UserError(f"{run_dir} already holds a run; use --resume, or another train.output_dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(config.to_yaml())
+    dp.barrier()  # every process has checked the run directory before the main one writes to it
+    if dp.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(config.to_yaml())
 
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
-    torch.manual_seed(config.train.seed)
-    device = pick_device(config.train.device)
+    torch.manual_seed(config.train.seed)  # same on every process: same LoRA initialisation
     problems = load_problems(
         config.data.path,
         problem_field=config.data.problem_field,
@@ -408,52 +469,62 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
             summary = json.loads(summary_path.read_text())
         summary["train_seconds"] = state.get("train_seconds", 0.0)
 
-    if config.eval.before and "base" not in summary["eval"]:
+    if config.eval.before and "base" not in summary["eval"] and dp.is_main:
         base = run_eval(engine, tokenizer, config, "base", run_dir)
         if base is not None:
             summary["eval"]["base"] = {**base, "model": config.model.name_or_path}
         summary_path.write_text(json.dumps(summary, indent=2))
+    dp.barrier()
 
     scorer = RewardScorer(
         [RewardSpec(r.name, r.weight, r.params) for r in config.rewards],
         workers=config.scoring.resolved_workers(),
         timeout=config.scoring.timeout_seconds,
     )
-    logger = MetricsLogger(
-        run_dir,
-        tensorboard=config.logging.tensorboard,
-        wandb=config.logging.wandb,
-        config=config.model_dump(mode="json"),
+    logger = (
+        MetricsLogger(
+            run_dir,
+            tensorboard=config.logging.tensorboard,
+            wandb=config.logging.wandb,
+            config=config.model_dump(mode="json"),
+        )
+        if dp.is_main
+        else SilentLogger()
     )
     train_seconds = summary["train_seconds"]
     bar = tqdm(
-        total=config.train.steps, initial=step, desc="train", disable=not config.logging.progress
+        total=config.train.steps,
+        initial=step,
+        desc="train",
+        disable=not (config.logging.progress and dp.is_main),
     )
 
     def checkpoint() -> None:
-        save_checkpoint(
-            run_dir,
-            step,
-            model,
-            tokenizer,
-            {
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "sampler": sampler.state_dict(),
-                "train_seconds": train_seconds,
-            },
-            keep=config.train.save_total_limit,
-        )
+        if dp.is_main:  # every process holds the same weights and optimizer state
+            save_checkpoint(
+                run_dir,
+                step,
+                model,
+                tokenizer,
+                {
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "sampler": sampler.state_dict(),
+                    "train_seconds": train_seconds,
+                },
+                keep=config.train.save_total_limit,
+            )
+        dp.barrier()
 
     with logger, scorer:
         while step < config.train.steps:
             t0 = time.perf_counter()
             rollouts, generated, sampling = sample_step(
-                engine, sampler, problems, prompt_ids, config, scorer
+                engine, sampler, problems, prompt_ids, config, scorer, dp
             )
             if len(rollouts):
                 batch = build_batch(
-                    rollouts, model, ref_model, tokenizer.pad_token_id, config, device
+                    rollouts, model, ref_model, tokenizer.pad_token_id, config, device, dp
                 )
                 update = policy_update(
                     model,
@@ -464,6 +535,7 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
                     tokenizer.pad_token_id,
                     config,
                     device,
+                    dp,
                 )
                 engine.sync()
                 update = {**batch.metrics, **update}
@@ -490,7 +562,8 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
             ):
                 checkpoint()
     bar.close()
-
+    if not dp.is_main:
+        return {}  # the main process saves, evaluates and reports
     final_dir = run_dir / "final"
     model.save_pretrained(final_dir)
     tokenizer.save_pretrained(final_dir)
@@ -516,3 +589,16 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
 
     summary["report"] = str(write_run_report(run_dir))
     return summary
+
+
+class SilentLogger:
+    """The metrics logger of a process that does not write (data-parallel, not the main one)."""
+
+    def __enter__(self) -> SilentLogger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        pass

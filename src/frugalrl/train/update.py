@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -31,6 +30,7 @@ from frugalrl.algo.losses import masked_mean
 from frugalrl.config import Config
 from frugalrl.errors import UserError
 from frugalrl.rollout import Completion
+from frugalrl.train.distributed import DataParallel, balanced_shares
 
 RowLogprobs = dict[int, torch.Tensor]  # completion index -> (num_tokens,) log-probs
 
@@ -148,14 +148,19 @@ def fold_kl_into_rewards(
     pad_id: int,
     config: Config,
     device,
+    dp: DataParallel | None = None,
 ) -> torch.Tensor:
     """rewards (prompts, G) − β·Σ_t KL_t under the sampling policy vs the reference (Arora &
-    Zanette; verl's use_kl_in_reward). Keeps both log-probs on ``batch`` for the update."""
+    Zanette; verl's use_kl_in_reward). Keeps both log-probs on ``batch`` for the update.
+
+    Data-parallel: each process computes its share of the completions' log-probs and every
+    process gets all of them, so each folds the same penalties into the same rewards."""
     a = config.algo
-    rows = range(len(batch.completions))
-    policy = batch_logprobs(model, batch, rows, pad_id, config, device)
-    ref = batch_logprobs(ref_model, batch, rows, pad_id, config, device)
-    idx = list(rows)
+    dp = dp or DataParallel(device=device)
+    idx = list(range(len(batch.completions)))
+    mine = dp.share(idx)
+    policy = _gathered(dp, batch_logprobs(model, batch, mine, pad_id, config, device), device)
+    ref = _gathered(dp, batch_logprobs(ref_model, batch, mine, pad_id, config, device), device)
     mask = _length_mask(torch.tensor([c.num_tokens for c in batch.completions], device=device))
     width = mask.shape[1]
     flat = kl_penalized_rewards(
@@ -175,6 +180,14 @@ def fold_kl_into_rewards(
     return flat.view_as(rewards)
 
 
+def _gathered(dp: DataParallel, rows: RowLogprobs, device) -> RowLogprobs:
+    """Every process's log-probs merged (the shares are disjoint), on ``device``."""
+    if not dp.enabled:
+        return rows
+    parts = dp.gather({i: v.cpu() for i, v in rows.items()})
+    return {i: v.to(device) for part in parts for i, v in part.items()}
+
+
 def rows_to_train(batch: RolloutBatch, config: Config) -> list[int]:
     """The completions whose loss terms can be non-zero.
 
@@ -192,14 +205,38 @@ def rows_to_train(batch: RolloutBatch, config: Config) -> list[int]:
     return rows
 
 
+POLICY_STATS = ("loss", "clip_fraction", "dual_clip_fraction", "kl", "entropy")
+IS_STATS = ("is_weight_mean", "rollout_logprob_abs_diff")
+
+
 def policy_update(
-    model, ref_model, optimizer, scheduler, batch: RolloutBatch, pad_id: int, config: Config, device
+    model,
+    ref_model,
+    optimizer,
+    scheduler,
+    batch: RolloutBatch,
+    pad_id: int,
+    config: Config,
+    device,
+    dp: DataParallel | None = None,
 ) -> dict[str, float]:
     """μ optimizer steps on one batch; returns the loss statistics (token means over the
-    completions trained on, averaged over the μ steps)."""
+    completions trained on, averaged over the μ steps).
+
+    Data-parallel (``dp``): every process holds the same batch; each trains on its share of
+    the completions (balanced by tokens), the loss weights and token shares stay those of the
+    whole batch, and gradients and statistics are summed over processes, so each process
+    steps with the batch gradient of one process."""
     a = config.algo
+    dp = dp or DataParallel(device=device)
     rows = rows_to_train(batch, config)
-    plan = _plan(batch, rows, config)
+    mine = rows
+    if dp.enabled:
+        costs = [
+            len(p) + c.num_tokens for p, c in zip(batch.prompt_ids, batch.completions, strict=True)
+        ]
+        mine = balanced_shares(costs, rows, dp.world)[dp.rank]
+    plan = _plan(batch, mine, config)
     counts = batch.token_counts()
     weights = sequence_weights(
         a.loss_aggregation, _length_mask(counts), config.rollout.max_completion_tokens
@@ -207,25 +244,27 @@ def policy_update(
     # With one pass the policy has not moved since sampling: old log-probs = current, detached.
     old_logps = batch.old_logps
     if old_logps is None and a.num_iterations > 1:
-        old_logps = batch_logprobs(model, batch, rows, pad_id, config, device)
+        old_logps = batch_logprobs(model, batch, mine, pad_id, config, device)
     r = config.rollout
     if r.importance_sampling is not None:
-        missing = [i for i in rows if batch.completions[i].logprobs is None]
+        missing = [i for i in mine if batch.completions[i].logprobs is None]
         if missing:
             raise UserError(
                 f"rollout.importance_sampling needs the engine's sampling log-probs; "
                 f"rollout.engine '{r.engine}' does not report them"
             )
         if old_logps is None:  # the trainer's π_old, to compare with the engine's
-            old_logps = batch_logprobs(model, batch, rows, pad_id, config, device)
+            old_logps = batch_logprobs(model, batch, mine, pad_id, config, device)
         rollout_logps = {
-            i: torch.tensor(batch.completions[i].logprobs, device=device) for i in rows
+            i: torch.tensor(batch.completions[i].logprobs, device=device) for i in mine
         }
     # With the KL in the reward the loss has β = 0 and the reference log-probs only feed train/kl.
     ref_logps = batch.ref_logps
     if ref_logps is None and ref_model is not None:
-        ref_logps = batch_logprobs(ref_model, batch, rows, pad_id, config, device)
-    stats: Counter = Counter()
+        ref_logps = batch_logprobs(ref_model, batch, mine, pad_id, config, device)
+    # Every key from the start: the processes sum them key by key.
+    summed = POLICY_STATS + (IS_STATS if r.importance_sampling is not None else ())
+    stats = dict.fromkeys((*summed, "grad_norm", "lr"), 0.0)
     trained_tokens = max(1, int(counts[rows].sum())) if rows else 1
     model.train()
     for _ in range(a.num_iterations):
@@ -283,24 +322,21 @@ def policy_update(
             stats["dual_clip_fraction"] += out.dual_clip_fraction * share
             stats["kl"] += out.kl * share
             stats["entropy"] += out.entropy * share
-        if not plan:
-            # Nothing contributes: the gradient is exactly 0, and AdamW must still see it as 0
-            # (its moments decay) for this path to step exactly as the full computation would.
-            for p in model.parameters():
-                if p.requires_grad:
-                    p.grad = torch.zeros_like(p)
+        dp.sum_gradients(p for p in model.parameters() if p.requires_grad)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.max_grad_norm)
         stats["grad_norm"] += float(grad_norm)
         stats["lr"] += scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-    metrics = {f"train/{k}": v / a.num_iterations for k, v in stats.items()}
-    if not plan:
+    totals = dp.sum_floats({**{k: stats[k] for k in summed}, "micro_batches": float(len(plan))})
+    micro_batches = totals.pop("micro_batches")
+    metrics = {f"train/{k}": v / a.num_iterations for k, v in (stats | totals).items()}
+    if not rows:
         metrics.update({"train/loss": 0.0, "train/clip_fraction": 0.0, "train/kl": math.nan})
         metrics.update({"train/entropy": math.nan, "train/dual_clip_fraction": 0.0})
     metrics["train/trained_fraction"] = len(rows) / max(1, len(batch.completions))
-    metrics["train/micro_batches"] = float(len(plan))
+    metrics["train/micro_batches"] = micro_batches
     return metrics
 
 

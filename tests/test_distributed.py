@@ -1,0 +1,188 @@
+"""Data-parallel training: N processes (gloo, this CPU) end where one process ends.
+
+Each multi-process run is a real launch (``accelerate launch`` with the shipped CPU config, or
+``frugalrl train --num-processes``) in subprocesses; the one-process reference runs in-process.
+"""
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from frugalrl.config import load_config
+from frugalrl.rollout import SamplingParams
+from frugalrl.rollout.hf import HFEngine, sample_next
+from frugalrl.train import loop
+from frugalrl.train.distributed import DataParallel, balanced_shares
+from frugalrl.train.metrics import read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU_CONFIG = ROOT / "accelerate_configs" / "cpu-gloo.yaml"
+# Rewards with spread on an untrained model, so that advantages are not all 0.
+REWARDS = [
+    {"name": "accuracy", "weight": 1.0},
+    {"name": "reward_fixtures:distinct_characters", "weight": 1.0},
+    {"name": "overlong", "weight": 1.0, "max_len": 16, "cache_len": 16},
+]
+# Seconds, throughput and how the work was cut into micro-batches differ by design.
+NOT_COMPARED = ("time/", "throughput/", "train/micro_batches")
+
+
+def write_recipe(tmp_path, tiny_model_dir, task_files, rewards=REWARDS) -> Path:
+    recipe = yaml.safe_load((ROOT / "recipes" / "demo.yaml").read_text())
+    recipe["model"]["name_or_path"] = str(tiny_model_dir)
+    recipe["data"]["path"] = str(task_files[0])
+    recipe["rewards"] = rewards
+    recipe["rollout"].update(num_generations=4, max_completion_tokens=16)
+    recipe["train"].update(steps=5, prompts_per_step=4, micro_batch_size=4, save_every=0, threads=1)
+    recipe["optim"]["lr"] = 1e-3
+    recipe["eval"] = {"before": False, "after": False}
+    recipe["logging"] = {"progress": False, "tensorboard": True}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def run_one_process(recipe: Path, out: Path, overrides: list[str]) -> None:
+    loop.train(load_config(recipe, [*overrides, f"train.output_dir={out}"]))
+
+
+def run_launched(command: list[str], out: Path, overrides: list[str]) -> str:
+    """Run a launch command to the end; its standard output."""
+    sets = [f"--set={o}" for o in [*overrides, f"train.output_dir={out}"]]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run(
+        [*command, *sets], capture_output=True, text=True, timeout=600, env=env, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    final = run / "final"
+    name = "adapter_model" if (final / "adapter_model.safetensors").exists() else "model"
+    return load_file(final / f"{name}.safetensors")
+
+
+def assert_same_run(one: Path, many: Path) -> None:
+    a, b = weights(one), weights(many)
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-5
+    ma, mb = read_metrics(one / "metrics.jsonl"), read_metrics(many / "metrics.jsonl")
+    assert [r["step"] for r in mb] == [1, 2, 3, 4, 5]  # one writer: each step logged once
+    for ra, rb in zip(ma, mb, strict=True):
+        assert ra.keys() == rb.keys()
+        for key, x in ra.items():
+            if key.startswith(NOT_COMPARED):
+                continue
+            x, y = (math.nan if v is None else v for v in (x, rb[key]))  # NaN is logged as null
+            assert (math.isnan(x) and math.isnan(y)) or math.isclose(
+                x, y, rel_tol=1e-4, abs_tol=1e-6
+            ), (ra["step"], key, x, y)
+
+
+def test_two_gloo_processes_end_where_one_ends(tmp_path, tiny_model_dir, task_files):
+    """GRPO with the KL in the loss (reference model), IS correction, 2 processes through
+    `accelerate launch` and the shipped CPU config."""
+    recipe = write_recipe(tmp_path, tiny_model_dir, task_files)
+    overrides = ["rollout.importance_sampling=token_truncate"]
+    run_one_process(recipe, tmp_path / "one", overrides)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_CONFIG)]
+    run_launched([*launch, "-m", "frugalrl", "train", str(recipe)], tmp_path / "two", overrides)
+    assert_same_run(tmp_path / "one", tmp_path / "two")
+    rows = read_metrics(tmp_path / "one" / "metrics.jsonl")
+    assert all(r["reward/total/std"] > 0 for r in rows)  # something to learn
+    assert all(r["train/grad_norm"] > 0 for r in rows)
+    run = tmp_path / "two"
+    assert len(list((run / "tensorboard").iterdir())) == 1  # the main process logs
+    assert (run / "report.md").is_file() and (run / "summary.json").is_file()
+
+
+def test_num_processes_with_dynamic_sampling_kl_reward_lora(tmp_path, tiny_model_dir, task_files):
+    """`frugalrl train --num-processes 2`: dynamic sampling (rounds of uneven size), KL in the
+    reward (log-probs computed per share and gathered), μ = 2, token-budget micro-batches,
+    5 prompts (shares of 3 and 2) and LoRA adapters. Length rewards only: on an untrained
+    policy most groups score all alike, so dynamic sampling drops groups and draws again."""
+    recipe = write_recipe(tmp_path, tiny_model_dir, task_files, REWARDS[::2])
+    overrides = [
+        "algo.dynamic_sampling=true",
+        "algo.kl_in_reward=true",
+        "algo.num_iterations=2",
+        "train.micro_batch_tokens=64",
+        "train.prompts_per_step=5",
+        "peft.r=4",
+        "peft.alpha=8",
+    ]
+    run_one_process(recipe, tmp_path / "one", overrides)
+    command = [sys.executable, "-m", "frugalrl", "train", str(recipe), "--num-processes", "2"]
+    stdout = run_launched(command, tmp_path / "two", overrides)
+    assert stdout.count("report:") == 1  # only the main process prints the summary
+    assert_same_run(tmp_path / "one", tmp_path / "two")
+    rows = read_metrics(tmp_path / "one" / "metrics.jsonl")
+    assert sum(r["train/dynamic_sampling_dropped_groups"] for r in rows) > 0
+
+
+def test_seeded_groups_do_not_depend_on_their_batch(tiny_model_dir):
+    """A group's samples are a function of its seed: alone, or in a batch with others, or in
+    a batch split into several generate calls, the same tokens."""
+    from frugalrl.policy import load_policy
+
+    model, tokenizer = load_policy(tiny_model_dir, "float32", torch.device("cpu"))
+    params = SamplingParams(1.0, 1.0, 12)
+    prompts = [[5, 6, 7], [8, 9], [10, 11, 12, 13], [5]]
+    seeds = [11, 22, 33, 44]
+    together = HFEngine(model, tokenizer, batch_size=64).generate(prompts, 3, params, seeds)
+    one_per_call = HFEngine(model, tokenizer, batch_size=3).generate(prompts, 3, params, seeds)
+    alone = HFEngine(model, tokenizer).generate(prompts[2:3], 3, params, seeds[2:3])
+    def tokens(groups):
+        return [[c.token_ids for c in group] for group in groups]
+
+    assert tokens(together) == tokens(one_per_call)
+    assert tokens(together[2:3]) == tokens(alone)
+    for a, b in zip(together[2], alone[0], strict=True):  # up to float noise of batch shapes
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs))
+    other = HFEngine(model, tokenizer).generate(prompts[2:3], 3, params, [34])
+    assert tokens(other) != tokens(alone)  # and the seed matters
+
+
+def test_sampling_by_inverse_cdf():
+    """With one uniform draw per row: the first token whose cumulative probability exceeds it;
+    never a token of probability 0. Probabilities 0.1, 0, 0.6, 0.3: CDF 0.1, 0.1, 0.7, 1.0."""
+    probs = torch.tensor([0.1, 0.0, 0.6, 0.3])
+    logits = probs.log().expand(6, -1)
+    u = torch.tensor([0.0, 0.05, 0.1, 0.69, 0.71, 0.999])
+    token, logp = sample_next(logits, 1.0, 1.0, u)
+    assert token.tolist() == [0, 0, 2, 2, 3, 3]
+    torch.testing.assert_close(logp, probs[token].log())
+    # top-p 0.6 keeps only token 2 (the most likely reaches 0.6 alone)
+    token, logp = sample_next(logits, 1.0, 0.6, u)
+    assert token.tolist() == [2] * 6 and torch.allclose(logp, torch.zeros(6))
+
+
+def test_shares_cover_every_item_once():
+    items = list(range(7))
+    shares = [DataParallel(rank, 3).share(items) for rank in range(3)]
+    assert shares == [[0, 1, 2], [3, 4], [5, 6]]
+    assert DataParallel(1, 4).share([0, 1]) == [1] and DataParallel(3, 4).share([0, 1]) == []
+
+
+def test_balanced_shares_by_tokens():
+    # costliest first, each to the lighter process: row 1 (10) → 0, row 3 (9) → 1,
+    # row 2 (8) → 1 (9 < 10), rows 0 (2), 5 (2), 4 (1) → 0 (10, 12, 14 all < 17)
+    costs = [2, 10, 8, 9, 1, 2]
+    assert balanced_shares(costs, range(6), 2) == [[0, 1, 4, 5], [2, 3]]
+    assert balanced_shares(costs, [1, 3], 3) == [[1], [3], []]
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_num_processes_must_be_positive(value, capsys):
+    from frugalrl.cli import main
+
+    assert main(["train", "recipes/demo.yaml", "--num-processes", value]) == 2
+    assert "--num-processes must be at least 1" in capsys.readouterr().err
