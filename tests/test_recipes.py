@@ -8,8 +8,11 @@ from frugalrl.config import Config, load_config
 from frugalrl.train import loop
 from frugalrl.train.metrics import read_metrics
 
+# Training recipes; curate-*.yaml are `frugalrl curate` configs (tests/test_curate*.py).
 RECIPES = sorted(
-    p.name for p in files("frugalrl").joinpath("recipes").iterdir() if p.name.endswith(".yaml")
+    p.name
+    for p in files("frugalrl").joinpath("recipes").iterdir()
+    if p.name.endswith(".yaml") and not p.name.startswith("curate-")
 )
 PAPER_RECIPES = [
     "open-rs-exp1.yaml",

@@ -1,4 +1,4 @@
-"""The ``frugalrl`` command: train | demo | rewards | eval | report | export.
+"""The ``frugalrl`` command: train | demo | curate | rewards | eval | report | export.
 
 User errors (bad recipe, missing file, unknown name) print one line and exit 2, no traceback.
 """
@@ -68,6 +68,13 @@ def _launch_data_parallel(args: argparse.Namespace) -> int:
         *(f"--set={item}" for item in args.set or []),
     ]
     return subprocess.run(command, check=False).returncode
+
+
+def _cmd_curate(args: argparse.Namespace) -> None:
+    from frugalrl.curate import run_curation, summary_lines
+
+    summary = run_curation(args.config, list(args.set or []), args.out)
+    print("\n".join(summary_lines(summary)))
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
@@ -261,6 +268,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--run", default="run", help="run directory name inside --out (default: run)")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("curate", help="build a training set: load, check answers, dedup, ...")
+    p.add_argument("config", help="curation config YAML (e.g. recipes/curate-open-rs.yaml)")
+    p.add_argument("--out", help="output directory (default: the config's output_dir)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override, e.g. load.sources.0.path=my.jsonl or dedup.threshold=0.9",
+    )
+    p.set_defaults(func=_cmd_curate)
 
     p = sub.add_parser("rewards", help="score saved completions with a recipe's rewards")
     p.add_argument("--recipe", required=True, help="recipe whose `rewards` (and tokenizer) to use")
