@@ -140,6 +140,7 @@ def test_seeded_groups_do_not_depend_on_their_batch(tiny_model_dir):
     together = HFEngine(model, tokenizer, batch_size=64).generate(prompts, 3, params, seeds)
     one_per_call = HFEngine(model, tokenizer, batch_size=3).generate(prompts, 3, params, seeds)
     alone = HFEngine(model, tokenizer).generate(prompts[2:3], 3, params, seeds[2:3])
+
     def tokens(groups):
         return [[c.token_ids for c in group] for group in groups]
 

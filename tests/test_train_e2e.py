@@ -135,3 +135,27 @@ def test_language_reward_publishes_drift_metric(tiny_overrides):
     (row,) = read_metrics(config.run_dir / "metrics.jsonl")
     assert 0.0 <= row["language/drift_fraction"] <= 1.0
     assert row["language/drift_fraction"] == -row["reward/language/mean"]
+
+
+def test_periodic_heldout_evaluation(tiny_overrides, tmp_path):
+    """eval.every_steps=2 over 4 steps: held-out accuracy logged at steps 2 and 4 (from the
+    first 3 problems), each equal to that evaluation's own summary, and tabled in the report."""
+    config = load_config(
+        "recipes/demo.yaml",
+        [*tiny_overrides, "eval.every_steps=2", "eval.every_num_problems=3", "eval.after=false"],
+    )
+    loop.train(config)
+    run = tmp_path / "run"
+    rows = read_metrics(run / "metrics.jsonl")
+    assert [r["step"] for r in rows if "eval/accuracy" in r] == [2, 4]
+    for r in rows:
+        if "eval/accuracy" not in r:
+            continue
+        saved = json.loads((run / "eval" / f"step-{r['step']:06d}" / "summary.json").read_text())
+        heldout = saved["benchmarks"]["heldout"]
+        assert heldout["num_problems"] == 3
+        assert r["eval/accuracy"] == heldout["accuracy"]
+        assert r["eval/mean_tokens"] == heldout["mean_tokens"]
+    report = (run / "report.md").read_text()
+    assert "## Held-out accuracy by step" in report
+    assert "| 0 (base) |" in report and "| 2 |" in report and "| 4 |" in report

@@ -279,6 +279,18 @@ class EvalConfig(_Section):
     max_new_tokens: int | None = Field(None, gt=0, description="None: the rollout length cap.")
     before: bool = Field(True, description="Evaluate the starting model, for the base row.")
     after: bool = Field(True, description="Evaluate the trained model, for the final row.")
+    every_steps: int = Field(
+        0,
+        ge=0,
+        description="Also evaluate the held-out set every N training steps (0: never), logged "
+        "as eval/accuracy and eval/mean_tokens: a collapse shows in held-out numbers first.",
+    )
+    every_num_problems: int | None = Field(
+        None,
+        gt=0,
+        description="Held-out problems for those periodic evaluations (None: num_problems); a "
+        "small subset keeps them cheap.",
+    )
 
 
 class PeftConfig(_Section):

@@ -26,6 +26,8 @@ REPORT_FILE = "report.md"
 
 REWARD_TOTAL = "reward/total/mean"
 TRAIN_ACCURACY = "train/accuracy"
+HELDOUT_ACCURACY = "eval/accuracy"  # periodic held-out evaluations (eval.every_steps)
+HELDOUT_TOKENS = "eval/mean_tokens"
 LENGTH_MEAN = "completion/length_mean"
 LENGTH_MAX = "completion/length_max"
 TRUNCATED = "completion/truncated_fraction"
@@ -110,8 +112,8 @@ def _new_axes(title: str, ylabel: str) -> tuple[Figure, Axes]:
 
 def _plot_line(ax: Axes, steps: list[int], values: list[float], label: str, **style: Any) -> None:
     # A lone point draws no line segment: give it a marker so one-step runs still show up.
-    marker = "o" if len(steps) == 1 else None
-    ax.plot(steps, values, label=label, marker=marker, **style)
+    style.setdefault("marker", "o" if len(steps) == 1 else None)
+    ax.plot(steps, values, label=label, **style)
 
 
 def _reward_keys(rows: Rows) -> list[str]:
@@ -143,6 +145,10 @@ def _plot_accuracy(rows: Rows, evals: Mapping[str, Any]) -> Figure | None:
     drawn = bool(steps)
     if steps:
         _plot_line(ax, steps, values, "train (sampled completions)")
+    steps, values = _series(rows, HELDOUT_ACCURACY, scale=100)
+    if steps:
+        _plot_line(ax, steps, values, "held-out (periodic)", marker="o", color="tab:green")
+        drawn = True
     for name, color in (("base", "tab:gray"), ("final", "tab:green")):
         accuracy = (evals.get(name) or {}).get("accuracy")
         if _is_number(accuracy):
@@ -243,6 +249,26 @@ def _eval_table(evals: Mapping[str, Any]) -> list[str]:
     return lines if len(lines) > 2 else []
 
 
+def _heldout_by_step(rows: Rows, evals: Mapping[str, Any]) -> list[str]:
+    """Base, each periodic evaluation, final: held-out accuracy and mean tokens by step."""
+    periodic = [r for r in rows if _is_number(r.get(HELDOUT_ACCURACY))]
+    if not periodic:
+        return []  # the base/final table above says it all
+    points = [("0 (base)", evals.get("base") or {})]
+    points += [
+        (str(r["step"]), {"accuracy": r[HELDOUT_ACCURACY], "mean_tokens": r.get(HELDOUT_TOKENS)})
+        for r in periodic
+    ]
+    points.append((f"{rows[-1]['step']} (final)", evals.get("final") or {}))
+    lines = ["| step | held-out accuracy | mean completion tokens |", "|---|---|---|"]
+    for label, ev in points:
+        if _is_number(ev.get("accuracy")):
+            tokens = ev.get("mean_tokens")
+            tokens_cell = f"{tokens:.1f}" if _is_number(tokens) else "n/a"
+            lines.append(f"| {label} | {100 * ev['accuracy']:.1f}% | {tokens_cell} |")
+    return lines
+
+
 def _both_numbers(base: Mapping[str, Any], final: Mapping[str, Any], key: str) -> bool:
     return _is_number(base.get(key)) and _is_number(final.get(key))
 
@@ -302,6 +328,9 @@ def _render_markdown(
     table = _eval_table(evals)
     if table:
         out += ["## Held-out evaluation", "", *table, "", *_changes(summary, evals), ""]
+    by_step = _heldout_by_step(rows, evals)
+    if by_step:
+        out += ["## Held-out accuracy by step", "", *by_step, ""]
     if plots:
         out += ["## Training curves", ""]
         out += [f"![{Path(name).stem}]({name})\n" for name in plots]

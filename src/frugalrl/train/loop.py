@@ -330,17 +330,22 @@ def build_optimizer(model, config: Config):
     return optimizer, scheduler
 
 
-def run_eval(engine, tokenizer, config: Config, label: str, run_dir: Path) -> dict[str, Any] | None:
+def run_eval(
+    engine, tokenizer, config: Config, label: str, run_dir: Path, periodic: bool = False
+) -> dict[str, Any] | None:
     """Evaluate the current policy on the held-out set and ``eval.benchmarks`` into
-    ``run_dir/eval/label``; returns the held-out statistics (else the overall ones)."""
+    ``run_dir/eval/label``; returns the held-out statistics (else the overall ones).
+    ``periodic``: the held-out set only, its first ``eval.every_num_problems`` problems."""
     e = config.eval
-    benchmarks = [load_benchmark(spec, limit=e.num_problems) for spec in e.benchmarks]
+    limit = (e.every_num_problems or e.num_problems) if periodic else e.num_problems
+    specs = [] if periodic else e.benchmarks
+    benchmarks = [load_benchmark(spec, limit=limit) for spec in specs]
     if e.path is not None:
         heldout = load_problems(
             e.path,
             problem_field=config.data.problem_field,
             answer_field=config.data.answer_field,
-            limit=e.num_problems,
+            limit=limit,
         )
         benchmarks.insert(0, Benchmark("heldout", heldout))
     if not benchmarks:
@@ -362,7 +367,7 @@ def run_eval(engine, tokenizer, config: Config, label: str, run_dir: Path) -> di
         run_dir / "eval" / label,
         workers=config.scoring.resolved_workers(),
         timeout=config.scoring.timeout_seconds,
-        progress=config.logging.progress,
+        progress=config.logging.progress and not periodic,
         title=f"{config.name}: {label}",
     )
     return summary["benchmarks"]["heldout"] if e.path is not None else summary["overall"]
@@ -550,6 +555,9 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
                 **update,
                 "time/step_seconds": seconds,
             }
+            every = config.eval.every_steps
+            if every and step % every == 0 and config.eval.path is not None:
+                metrics |= periodic_eval(engine, tokenizer, config, step, run_dir, dp)
             logger.log(step, metrics)
             bar.update(1)
             bar.set_postfix(
@@ -589,6 +597,22 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
 
     summary["report"] = str(write_run_report(run_dir))
     return summary
+
+
+def periodic_eval(
+    engine, tokenizer, config: Config, step: int, run_dir: Path, dp: DataParallel
+) -> dict[str, float]:
+    """Held-out accuracy and length at ``step`` (main process; the others wait), as metrics."""
+    t0 = time.perf_counter()
+    stats = None
+    if dp.is_main:
+        stats = run_eval(engine, tokenizer, config, f"step-{step:06d}", run_dir, periodic=True)
+    dp.barrier()
+    if not dp.is_main or stats is None:
+        return {}
+    keys = ("accuracy", "mean_tokens", "truncated_fraction")
+    metrics = {f"eval/{k}": math.nan if stats[k] is None else stats[k] for k in keys}
+    return metrics | {"time/eval_seconds": time.perf_counter() - t0}
 
 
 class SilentLogger:
