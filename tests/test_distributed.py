@@ -6,6 +6,7 @@ Each multi-process run is a real launch (``accelerate launch`` with the shipped 
 
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +15,10 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
 
 from frugalrl.config import load_config
+from frugalrl.errors import UserError
 from frugalrl.rollout import SamplingParams
 from frugalrl.rollout.hf import HFEngine, sample_next
 from frugalrl.train import loop
@@ -23,7 +26,8 @@ from frugalrl.train.distributed import DataParallel, balanced_shares
 from frugalrl.train.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
-CPU_CONFIG = ROOT / "accelerate_configs" / "cpu-gloo.yaml"
+CONFIGS = ROOT / "accelerate_configs"
+CPU_CONFIG = CONFIGS / "cpu-gloo.yaml"
 # Rewards with spread on an untrained model, so that advantages are not all 0.
 REWARDS = [
     {"name": "accuracy", "weight": 1.0},
@@ -53,12 +57,21 @@ def run_one_process(recipe: Path, out: Path, overrides: list[str]) -> None:
     loop.train(load_config(recipe, [*overrides, f"train.output_dir={out}"]))
 
 
+def launch_env() -> dict[str, str]:
+    """The tests' reward module importable in the launched processes."""
+    return {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "PYTHONWARNINGS": "ignore"}
+
+
 def run_launched(command: list[str], out: Path, overrides: list[str]) -> str:
     """Run a launch command to the end; its standard output."""
     sets = [f"--set={o}" for o in [*overrides, f"train.output_dir={out}"]]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "PYTHONWARNINGS": "ignore"}
     done = subprocess.run(
-        [*command, *sets], capture_output=True, text=True, timeout=600, env=env, check=False
+        [*command, *sets],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=launch_env(),
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
@@ -126,6 +139,57 @@ def test_num_processes_with_dynamic_sampling_kl_reward_lora(tmp_path, tiny_model
     assert_same_run(tmp_path / "one", tmp_path / "two")
     rows = read_metrics(tmp_path / "one" / "metrics.jsonl")
     assert sum(r["train/dynamic_sampling_dropped_groups"] for r in rows) > 0
+
+
+def accelerate_launch(config: Path, processes: int = 2) -> list[str]:
+    return [
+        *(sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)),
+        *(f"--num_processes={processes}", "-m", "frugalrl", "train"),
+    ]
+
+
+def test_sharded_fsdp_run_ends_where_one_process_ends_and_resumes(
+    tmp_path, tiny_model_dir, task_files
+):
+    """FSDP2 (the shipped ZeRO-3 config) over 2 gloo processes, μ = 2 and the KL in the
+    reward (forward passes with gathered weights), token-budget micro-batches (padded to the
+    same count on both processes); then a crash after the step-4 checkpoint, resumed with the
+    ZeRO-2 config, ends the same too (the gathered optimizer state round-trips)."""
+    recipe = write_recipe(tmp_path, tiny_model_dir, task_files)
+    overrides = [
+        "algo.kl_in_reward=true",
+        "algo.num_iterations=2",
+        "train.micro_batch_tokens=64",
+        "train.prompts_per_step=5",
+        "train.save_every=2",
+    ]
+    run_one_process(recipe, tmp_path / "one", overrides)
+    run = tmp_path / "fsdp"
+    run_launched([*accelerate_launch(CONFIGS / "fsdp-zero3.yaml"), str(recipe)], run, overrides)
+    assert_same_run(tmp_path / "one", run)
+    assert AutoModelForCausalLM.from_pretrained(run / "final").num_parameters() > 0
+
+    # the run dies after saving step 4: its last checkpoint and metrics rows are lost
+    shutil.rmtree(run / "checkpoints" / "step-000005")
+    shutil.rmtree(run / "final")
+    metrics = (run / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (run / "metrics.jsonl").write_text("".join(metrics[:4]))
+    resume = [*accelerate_launch(CONFIGS / "fsdp-zero2.yaml"), "--resume", str(run)]
+    subprocess.run(resume, capture_output=True, timeout=600, check=True, env=launch_env())
+    assert_same_run(tmp_path / "one", run)
+
+
+def test_deepspeed_launch_and_lora_with_fsdp_are_refused(
+    tmp_path, tiny_model_dir, task_files, monkeypatch
+):
+    recipe = write_recipe(tmp_path, tiny_model_dir, task_files)
+    command = [*accelerate_launch(CONFIGS / "fsdp-zero3.yaml"), str(recipe), "--set=peft.r=4"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=launch_env())
+    assert done.returncode != 0
+    assert "peft (LoRA) with sharded weights (FSDP) is not supported" in done.stderr
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    with pytest.raises(UserError, match="DeepSpeed config: not supported"):
+        DataParallel.from_environment(torch.device("cpu"))
 
 
 def test_seeded_groups_do_not_depend_on_their_batch(tiny_model_dir):

@@ -40,14 +40,21 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(
-    run_dir: Path, step: int, model, tokenizer, training_state: dict[str, Any], keep: int
+    run_dir: Path,
+    step: int,
+    model,
+    tokenizer,
+    training_state: dict[str, Any],
+    keep: int,
+    weights: dict[str, torch.Tensor] | None = None,
 ) -> Path:
+    """``weights``: the state dict to save instead of the model's own (gathered shards)."""
     root = run_dir / "checkpoints"
     final = root / f"step-{step:06d}"
     tmp = root / f".step-{step:06d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model.save_pretrained(tmp)
+    model.save_pretrained(tmp, **({} if weights is None else {"state_dict": weights}))
     tokenizer.save_pretrained(tmp)
     torch.save({**training_state, "step": step, "rng": rng_state()}, tmp / STATE_FILE)
     shutil.rmtree(final, ignore_errors=True)

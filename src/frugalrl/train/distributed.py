@@ -15,12 +15,21 @@ per-backward synchronisation does not allow; one all-reduce after the last micro
 DDP's ``no_sync`` accumulation does anyway.
 
 Only the main process writes (logs, checkpoints, reports, evaluation); the others wait.
+
+Sharded weights (``accelerate launch`` with an FSDP config, ``accelerate_configs/fsdp-*.yaml``):
+torch FSDP2 (``fully_shard``) over each decoder layer and the whole model, so each process keeps
+1/N of the weights, gradients and optimizer state (ZeRO-3, or ZeRO-2 when weights stay gathered
+between forward and backward). Sharded forward passes are collectives, so every process must run
+the same number: training micro-batches are padded to the same count, and everything without a
+gradient (sampling, evaluation, old-policy log-probs) runs inside ``full_weights``, where each
+process holds the whole weights and runs as many forward passes as its own share needs.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -47,6 +56,9 @@ class DataParallel:
     rank: int = 0
     world: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    shard_weights: bool = False  # FSDP2: each process keeps 1/world of the weights
+    reshard_after_forward: bool = True  # ZeRO-3; False: ZeRO-2 (weights gathered until backward)
+    offload: bool = False  # sharded weights and optimizer state in CPU memory
 
     @classmethod
     def from_environment(cls, device: torch.device) -> DataParallel:
@@ -54,20 +66,27 @@ class DataParallel:
 
         accelerate's ``PartialState`` initialises it: NCCL and one GPU per process on CUDA,
         gloo on a CPU. ``device`` is the device the recipe asked for (``train.device``)."""
-        for engine in ("DEEPSPEED", "FSDP"):
-            if os.environ.get(f"ACCELERATE_USE_{engine}", "false").lower() == "true":
-                raise UserError(
-                    f"launched with an accelerate {engine} config: frugalrl trains data-parallel "
-                    "with replicated weights (accelerate_configs/ddp.yaml, cpu-gloo.yaml); "
-                    "sharded training is not supported yet"
-                )
+        if _env_flag("ACCELERATE_USE_DEEPSPEED"):
+            raise UserError(
+                "launched with an accelerate DeepSpeed config: not supported; for sharded "
+                "weights use torch FSDP2 (accelerate_configs/fsdp-zero3.yaml or fsdp-zero2.yaml)"
+            )
         if launched_processes() <= 1:
             return cls(device=device)
         from accelerate import PartialState
 
         # Long: the other processes wait at a barrier while the main one evaluates.
         state = PartialState(cpu=device.type == "cpu", timeout=timedelta(hours=6))
-        return cls(state.process_index, state.num_processes, state.device)
+        reshard = os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true").lower()
+        return cls(
+            state.process_index,
+            state.num_processes,
+            state.device,
+            shard_weights=_env_flag("ACCELERATE_USE_FSDP"),
+            # FSDP2 configs say true/false; FSDP1 ones name the sharding strategy
+            reshard_after_forward=reshard not in ("false", "shard_grad_op", "2"),
+            offload=_env_flag("FSDP_OFFLOAD_PARAMS"),
+        )
 
     @property
     def is_main(self) -> bool:
@@ -76,6 +95,102 @@ class DataParallel:
     @property
     def enabled(self) -> bool:
         return self.world > 1
+
+    @property
+    def gradient_scale(self) -> float:
+        """What to multiply each process's loss by for the optimizer to see the summed
+        gradient: FSDP averages gradients over processes; ``sum_gradients`` sums them."""
+        return float(self.world) if self.shard_weights else 1.0
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Shard ``model`` (FSDP2, one unit per decoder layer and one for the rest) when the
+        launch asked for sharded weights; otherwise return it as it is (replicated)."""
+        if not self.shard_weights:
+            return model
+        from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
+
+        options = {
+            "reshard_after_forward": self.reshard_after_forward,
+            "offload_policy": CPUOffloadPolicy() if self.offload else OffloadPolicy(),
+        }
+        layers = set(getattr(model, "_no_split_modules", None) or ())
+        for module in model.modules():
+            if type(module).__name__ in layers:
+                fully_shard(module, **options)
+        fully_shard(model, **options)
+        return model
+
+    @contextmanager
+    def full_weights(self, model: torch.nn.Module) -> Iterator[None]:
+        """Inside, every process holds ``model``'s whole weights, so forward passes without a
+        gradient need no collective and processes may run different numbers of them (every
+        process must enter and leave together: gathering is a collective)."""
+        if not self.shard_weights:
+            yield
+            return
+        from torch.distributed.fsdp import FSDPModule
+
+        units = [m for m in model.modules() if isinstance(m, FSDPModule)]
+        for unit in units:
+            unit.unshard()
+            unit.set_reshard_after_forward(False, recurse=False)
+        try:
+            yield
+        finally:
+            for unit in units:
+                unit.reshard()
+                # the root keeps FSDP2's own default: not resharded (backward needs it at once)
+                keep = self.reshard_after_forward and unit is not model
+                unit.set_reshard_after_forward(keep, recurse=False)
+
+    def model_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+        """Sharded: the whole weights on the main process (a collective; others get {}).
+        Replicated: None (save the model as it is)."""
+        if not self.shard_weights:
+            return None
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        state = get_model_state_dict(model, options=options)
+        # A tied weight (output layer = input embeddings) is saved once, as from_pretrained
+        # expects and as the replicated model's save_pretrained does.
+        first: dict[int, str] = {}
+        for name, param in model.named_parameters(remove_duplicate=False):
+            if first.setdefault(id(param), name) != name:
+                state.pop(name, None)
+        return state
+
+    def optimizer_state(self, model: torch.nn.Module, optimizer) -> dict[str, Any]:
+        """The optimizer's state as one process would save it (sharded: gathered whole, keyed by
+        parameter name, on the main process; a collective)."""
+        if not self.shard_weights:
+            return optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_optimizer_state_dict,
+        )
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return get_optimizer_state_dict(model, optimizer, options=options)
+
+    def load_optimizer_state(self, model: torch.nn.Module, optimizer, state: dict) -> None:
+        if not self.shard_weights:
+            optimizer.load_state_dict(state)
+            return
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_optimizer_state_dict,
+        )
+
+        options = StateDictOptions(full_state_dict=True)
+        set_optimizer_state_dict(model, optimizer, state, options=options)
+
+    def max_int(self, value: int) -> int:
+        if not self.enabled:
+            return value
+        t = torch.tensor([value], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return int(t.item())
 
     def share(self, items: Sequence[T]) -> list[T]:
         """This process's contiguous share: the first ``len % world`` processes take one more."""
@@ -118,7 +233,7 @@ class DataParallel:
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        if not self.enabled:
+        if not self.enabled or self.shard_weights:  # FSDP has reduced them in backward
             return
         bucket: list[torch.Tensor] = []
         size = 0
@@ -134,6 +249,10 @@ class DataParallel:
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "false").lower() in ("true", "1", "yes")
 
 
 def _all_reduce_flat(grads: list[torch.Tensor]) -> None:

@@ -420,6 +420,8 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
         config.model.gradient_checkpointing,
         adapters="train" if resume_adapters else "merge",
     )
+    if dp.shard_weights and config.peft is not None:
+        raise UserError("peft (LoRA) with sharded weights (FSDP) is not supported: use DDP")
     if config.peft is not None and not resume_adapters:
         p = config.peft
         model = add_adapters(model, p.r, p.alpha, p.dropout, p.target_modules)
@@ -437,6 +439,12 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
         )
         config = config.model_copy(deep=True)
         config.train.logprob_chunk_tokens = None
+    if dp.shard_weights and config.train.logprob_chunk_tokens:
+        # the chunked path runs the decoder and the output layer's weight outside the model's
+        # forward, where FSDP's hooks would not gather them: full logits instead
+        config = config.model_copy(deep=True)
+        config.train.logprob_chunk_tokens = None
+    model = dp.prepare(model)  # sharded (FSDP) when launched so, else as it is
     engine = ROLLOUT_ENGINES.get(config.rollout.engine)(
         model, tokenizer, batch_size=config.rollout.batch_size, **config.rollout.engine_options
     )
@@ -465,7 +473,7 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
     }
     if checkpoints:
         state = load_training_state(checkpoints[-1])
-        optimizer.load_state_dict(state["optimizer"])
+        dp.load_optimizer_state(model, optimizer, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         sampler.load_state_dict(state["sampler"])
         set_rng_state(state["rng"])
@@ -474,12 +482,14 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
             summary = json.loads(summary_path.read_text())
         summary["train_seconds"] = state.get("train_seconds", 0.0)
 
-    if config.eval.before and "base" not in summary["eval"] and dp.is_main:
-        base = run_eval(engine, tokenizer, config, "base", run_dir)
-        if base is not None:
-            summary["eval"]["base"] = {**base, "model": config.model.name_or_path}
-        summary_path.write_text(json.dumps(summary, indent=2))
-    dp.barrier()
+    if config.eval.before and "base" not in summary["eval"]:
+        with dp.full_weights(model):
+            if dp.is_main:
+                base = run_eval(engine, tokenizer, config, "base", run_dir)
+                if base is not None:
+                    summary["eval"]["base"] = {**base, "model": config.model.name_or_path}
+                summary_path.write_text(json.dumps(summary, indent=2))
+            dp.barrier()
 
     scorer = RewardScorer(
         [RewardSpec(r.name, r.weight, r.params) for r in config.rewards],
@@ -505,32 +515,39 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
     )
 
     def checkpoint() -> None:
-        if dp.is_main:  # every process holds the same weights and optimizer state
+        # Replicated: every process holds the same state, the main one saves it. Sharded: the
+        # shards are gathered to the main process first (collectives).
+        weights, optimizer_state = dp.model_state(model), dp.optimizer_state(model, optimizer)
+        if dp.is_main:
             save_checkpoint(
                 run_dir,
                 step,
                 model,
                 tokenizer,
                 {
-                    "optimizer": optimizer.state_dict(),
+                    "optimizer": optimizer_state,
                     "scheduler": scheduler.state_dict(),
                     "sampler": sampler.state_dict(),
                     "train_seconds": train_seconds,
                 },
                 keep=config.train.save_total_limit,
+                weights=weights,
             )
         dp.barrier()
 
     with logger, scorer:
         while step < config.train.steps:
             t0 = time.perf_counter()
-            rollouts, generated, sampling = sample_step(
-                engine, sampler, problems, prompt_ids, config, scorer, dp
-            )
-            if len(rollouts):
-                batch = build_batch(
-                    rollouts, model, ref_model, tokenizer.pad_token_id, config, device, dp
+            with dp.full_weights(model):
+                rollouts, generated, sampling = sample_step(
+                    engine, sampler, problems, prompt_ids, config, scorer, dp
                 )
+                batch = None
+                if len(rollouts):
+                    batch = build_batch(
+                        rollouts, model, ref_model, tokenizer.pad_token_id, config, device, dp
+                    )
+            if batch is not None:
                 update = policy_update(
                     model,
                     ref_model,
@@ -557,7 +574,7 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
             }
             every = config.eval.every_steps
             if every and step % every == 0 and config.eval.path is not None:
-                metrics |= periodic_eval(engine, tokenizer, config, step, run_dir, dp)
+                metrics |= periodic_eval(engine, model, tokenizer, config, step, run_dir, dp)
             logger.log(step, metrics)
             bar.update(1)
             bar.set_postfix(
@@ -570,19 +587,24 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
             ):
                 checkpoint()
     bar.close()
-    if not dp.is_main:
-        return {}  # the main process saves, evaluates and reports
     final_dir = run_dir / "final"
-    model.save_pretrained(final_dir)
-    tokenizer.save_pretrained(final_dir)
-    summary["saved_weights_bytes"] = weights_bytes(final_dir)
-    base_dir = Path(config.model.name_or_path)
-    if config.peft is not None and base_dir.is_dir():
-        summary["base_weights_bytes"] = weights_bytes(base_dir)
+    weights = dp.model_state(model)
+    if dp.is_main:
+        model.save_pretrained(final_dir, **({} if weights is None else {"state_dict": weights}))
+        tokenizer.save_pretrained(final_dir)
+        summary["saved_weights_bytes"] = weights_bytes(final_dir)
+        base_dir = Path(config.model.name_or_path)
+        if config.peft is not None and base_dir.is_dir():
+            summary["base_weights_bytes"] = weights_bytes(base_dir)
     if config.eval.after:
-        final = run_eval(engine, tokenizer, config, "final", run_dir)
-        if final is not None:
-            summary["eval"]["final"] = {**final, "model": str(final_dir)}
+        with dp.full_weights(model):
+            if dp.is_main:
+                final = run_eval(engine, tokenizer, config, "final", run_dir)
+                if final is not None:
+                    summary["eval"]["final"] = {**final, "model": str(final_dir)}
+            dp.barrier()
+    if not dp.is_main:
+        return {}  # the main process reports
     summary.update(
         steps=step,
         train_seconds=train_seconds,
@@ -600,14 +622,16 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
 
 
 def periodic_eval(
-    engine, tokenizer, config: Config, step: int, run_dir: Path, dp: DataParallel
+    engine, model, tokenizer, config: Config, step: int, run_dir: Path, dp: DataParallel
 ) -> dict[str, float]:
     """Held-out accuracy and length at ``step`` (main process; the others wait), as metrics."""
     t0 = time.perf_counter()
     stats = None
-    if dp.is_main:
-        stats = run_eval(engine, tokenizer, config, f"step-{step:06d}", run_dir, periodic=True)
-    dp.barrier()
+    with dp.full_weights(model):
+        if dp.is_main:
+            label = f"step-{step:06d}"
+            stats = run_eval(engine, tokenizer, config, label, run_dir, periodic=True)
+        dp.barrier()
     if not dp.is_main or stats is None:
         return {}
     keys = ("accuracy", "mean_tokens", "truncated_fraction")

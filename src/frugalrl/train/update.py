@@ -244,7 +244,8 @@ def policy_update(
     # With one pass the policy has not moved since sampling: old log-probs = current, detached.
     old_logps = batch.old_logps
     if old_logps is None and a.num_iterations > 1:
-        old_logps = batch_logprobs(model, batch, mine, pad_id, config, device)
+        with dp.full_weights(model):
+            old_logps = batch_logprobs(model, batch, mine, pad_id, config, device)
     r = config.rollout
     if r.importance_sampling is not None:
         missing = [i for i in mine if batch.completions[i].logprobs is None]
@@ -254,7 +255,8 @@ def policy_update(
                 f"rollout.engine '{r.engine}' does not report them"
             )
         if old_logps is None:  # the trainer's π_old, to compare with the engine's
-            old_logps = batch_logprobs(model, batch, mine, pad_id, config, device)
+            with dp.full_weights(model):
+                old_logps = batch_logprobs(model, batch, mine, pad_id, config, device)
         rollout_logps = {
             i: torch.tensor(batch.completions[i].logprobs, device=device) for i in mine
         }
@@ -266,8 +268,15 @@ def policy_update(
     summed = POLICY_STATS + (IS_STATS if r.importance_sampling is not None else ())
     stats = dict.fromkeys((*summed, "grad_norm", "lr"), 0.0)
     trained_tokens = max(1, int(counts[rows].sum())) if rows else 1
+    padding = 0
+    if dp.shard_weights:  # sharded forward passes are collectives: as many on every process
+        padding = dp.max_int(len(plan)) - len(plan)
     model.train()
     for _ in range(a.num_iterations):
+        for _ in range(padding):  # a forward and backward that add exactly nothing
+            packed = _pack(batch, rows[:1], pad_id, device)
+            logp, _ = completion_logprobs(model, packed, config.rollout.temperature)
+            (logp.sum() * 0.0).backward()
         for idx in plan:
             packed = _pack(batch, idx, pad_id, device)
             width = packed["completion_mask"].shape[1]
@@ -316,7 +325,7 @@ def policy_update(
                 seq_weights=weights[idx],
                 is_weights=is_weights,
             )
-            out.loss.backward()
+            (out.loss * dp.gradient_scale).backward()
             stats["loss"] += out.loss.item()
             stats["clip_fraction"] += out.clip_fraction * share
             stats["dual_clip_fraction"] += out.dual_clip_fraction * share
@@ -324,6 +333,8 @@ def policy_update(
             stats["entropy"] += out.entropy * share
         dp.sum_gradients(p for p in model.parameters() if p.requires_grad)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.max_grad_norm)
+        if hasattr(grad_norm, "full_tensor"):  # sharded: a DTensor over the processes' shards
+            grad_norm = grad_norm.full_tensor()
         stats["grad_norm"] += float(grad_norm)
         stats["lr"] += scheduler.get_last_lr()[0]
         optimizer.step()
