@@ -330,11 +330,8 @@ def build_optimizer(model, config: Config):
     return optimizer, scheduler
 
 
-def run_eval(
-    engine, tokenizer, config: Config, label: str, run_dir: Path, periodic: bool = False
-) -> dict[str, Any] | None:
-    """Evaluate the current policy on the held-out set and ``eval.benchmarks`` into
-    ``run_dir/eval/label``; returns the held-out statistics (else the overall ones).
+def eval_sets(config: Config, periodic: bool = False) -> list[Benchmark]:
+    """The held-out set (first, named 'heldout') and ``eval.benchmarks``, as evaluated.
     ``periodic``: the held-out set only, its first ``eval.every_num_problems`` problems."""
     e = config.eval
     limit = (e.every_num_problems or e.num_problems) if periodic else e.num_problems
@@ -348,6 +345,16 @@ def run_eval(
             limit=limit,
         )
         benchmarks.insert(0, Benchmark("heldout", heldout))
+    return benchmarks
+
+
+def run_eval(
+    engine, tokenizer, config: Config, label: str, run_dir: Path, periodic: bool = False
+) -> dict[str, Any] | None:
+    """Evaluate the current policy on ``eval_sets`` into ``run_dir/eval/label``; returns the
+    held-out statistics (else the overall ones)."""
+    e = config.eval
+    benchmarks = eval_sets(config, periodic)
     if not benchmarks:
         return None
     settings = EvalSettings(
@@ -395,10 +402,6 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
         raise UserError(f"--resume: no complete checkpoint in {run_dir / 'checkpoints'}")
     if not resume and list_checkpoints(run_dir):
         raise UserError(f"{run_dir} already holds a run; use --resume, or another train.output_dir")
-    dp.barrier()  # every process has checked the run directory before the main one writes to it
-    if dp.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(config.to_yaml())
 
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
@@ -459,6 +462,14 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
         )
     problems = [problems[i] for i in keep]
     prompt_ids = [prompt_ids[i] for i in keep]
+    eval_sets(config)  # a bad held-out file or benchmark name fails now, not after training
+
+    # Everything the run reads is loaded and checked: only now is the run directory written,
+    # so bad input never leaves a half-made run behind.
+    dp.barrier()  # every process has checked the run directory before the main one writes to it
+    if dp.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(config.to_yaml())
 
     optimizer, scheduler = build_optimizer(model, config)
     sampler = PromptSampler(len(problems), config.train.seed)
