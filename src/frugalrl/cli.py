@@ -12,8 +12,10 @@ from pathlib import Path
 
 from frugalrl.errors import UserError
 
+EXIT_GUARD_STOP = 3  # a stability guard stopped the run (saved and reported first)
 
-def _cmd_train(args: argparse.Namespace) -> None:
+
+def _cmd_train(args: argparse.Namespace) -> int | None:
     from frugalrl.config import load_config
     from frugalrl.train.loop import train
 
@@ -35,8 +37,22 @@ def _cmd_train(args: argparse.Namespace) -> None:
         recipe = args.recipe
     config = load_config(recipe, overrides)
     summary = train(config, resume=args.resume is not None)
-    if summary:  # data-parallel: only the main process returns one
-        _print_summary(summary)
+    if not summary:  # data-parallel: only the main process returns one
+        return
+    if "interrupted" in summary:
+        stop = summary["interrupted"]
+        print(
+            f"interrupted by {stop['signal']} after step {stop['step']}; checkpoint saved. "
+            f"Continue with: frugalrl train --resume {summary['run_dir']}"
+        )
+        return
+    _print_summary(summary)
+    if "stopped" in summary:
+        print(
+            f"stopped early after step {summary['stopped']['step']}: {summary['stopped']['reason']}"
+        )
+        return EXIT_GUARD_STOP
+    return None
 
 
 def _launch_data_parallel(args: argparse.Namespace) -> int:
@@ -362,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
 
         transformers.utils.logging.disable_progress_bar()
     try:
-        args.func(args)
+        code = args.func(args)
     except UserError as e:
         if args.verbose:
             raise
@@ -371,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("frugalrl: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

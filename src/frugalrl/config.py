@@ -260,6 +260,15 @@ class TrainConfig(_Section):
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     threads: int | None = Field(None, gt=0, description="torch CPU threads (None: torch default).")
 
+    @field_validator("output_dir")
+    @classmethod
+    def _only_name_placeholder(cls, v: str) -> str:
+        try:  # Config.run_dir formats it: "{nme}" or a lone "{" must fail here, not mid-train
+            v.format(name="")
+        except (KeyError, IndexError, ValueError, AttributeError) as e:
+            raise ValueError(f"only the placeholder {{name}} may appear ({e!r})") from None
+        return v
+
 
 class EvalConfig(_Section):
     path: str | None = Field(None, description="Held-out problems (JSONL), named 'heldout'.")
@@ -309,6 +318,63 @@ class PeftConfig(_Section):
     )
 
 
+class MonitorConfig(_Section):
+    """One stability monitor (``frugalrl/train/guards.py``) and what to do when it trips."""
+
+    name: str = Field(
+        description="accuracy_drop, truncation, language_drift, kl, entropy or nonfinite."
+    )
+    threshold: float | None = Field(
+        None,
+        description="accuracy_drop: largest allowed fall below the best accuracy (fraction); "
+        "truncation, language_drift: largest allowed share of completions.",
+    )
+    low: float | None = Field(None, description="kl, entropy: smallest allowed window mean.")
+    high: float | None = Field(None, description="kl, entropy: largest allowed window mean.")
+    action: Literal["warn", "stop", "rollback"] = Field(
+        "warn",
+        description="warn: a console line; stop: save, report and exit (code 3); rollback: "
+        "restore the best checkpoint (held-out accuracy), lower the learning rate, go on.",
+    )
+
+    @model_validator(mode="after")
+    def _check_params(self) -> MonitorConfig:
+        from frugalrl.train.guards import MONITOR_PARAMS, MONITORS
+
+        MONITORS.get(self.name)
+        needs = MONITOR_PARAMS[self.name]
+        if needs == "threshold" and self.threshold is None:
+            raise ValueError(f"monitor '{self.name}' needs a threshold")
+        if needs == "bounds" and self.low is None and self.high is None:
+            raise ValueError(f"monitor '{self.name}' needs low and/or high")
+        return self
+
+
+def _default_monitors() -> list[MonitorConfig]:
+    # A skipped NaN update and runaway lengths are worth a line on the console in any run.
+    return [
+        MonitorConfig(name="nonfinite", action="warn"),
+        MonitorConfig(name="truncation", threshold=0.5, action="warn"),
+    ]
+
+
+class GuardsConfig(_Section):
+    """Stability guards: monitors over the last ``window`` steps' metrics, each with an action
+    (open-rs's runs degraded after 50–100 steps with nothing to stop them)."""
+
+    monitors: list[MonitorConfig] = Field(
+        default_factory=_default_monitors,
+        description="The monitors to run after every step; [] turns the guards off.",
+    )
+    window: int = Field(5, gt=0, description="Steps averaged by the moving-window monitors.")
+    max_rollbacks: int = Field(
+        2, ge=0, description="Rollbacks allowed; one more trip stops the run instead."
+    )
+    rollback_lr_factor: float = Field(
+        0.5, gt=0, le=1, description="Learning rate multiplier at each rollback."
+    )
+
+
 class LoggingConfig(_Section):
     tensorboard: bool = True
     wandb: bool | None = Field(None, description="None: use wandb when installed and configured.")
@@ -326,6 +392,7 @@ class Config(_Section):
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    guards: GuardsConfig = GuardsConfig()
     logging: LoggingConfig = LoggingConfig()
     peft: PeftConfig | None = Field(
         None, description="LoRA adapters instead of full fine-tuning (None: train every weight)."
@@ -337,6 +404,17 @@ class Config(_Section):
         if not v:
             raise ValueError("at least one reward is needed")
         return v
+
+    @model_validator(mode="after")
+    def _rollback_needs_periodic_eval(self) -> Config:
+        if any(m.action == "rollback" for m in self.guards.monitors) and not (
+            self.eval.every_steps and self.eval.path
+        ):
+            raise ValueError(
+                "guards: a rollback restores the checkpoint with the best held-out accuracy; "
+                "it needs eval.path and eval.every_steps > 0"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_names(self) -> Config:
@@ -372,8 +450,11 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
         parent = _section_at(first["loc"][:-1])
         choices = f"; valid keys: {', '.join(parent.model_fields)}" if parent else ""
         return f"{source}: unknown key '{key}'{choices}"
-    value = first.get("input")
-    return f"{source}: bad value for '{key}' ({value!r}): {first['msg']}"
+    if not first["loc"]:  # a check across sections: the whole recipe is no useful "value"
+        return f"{source}: {first['msg'].removeprefix('Value error, ')}"
+    value = repr(first.get("input"))
+    value = value if len(value) <= 100 else f"{value[:100]}..."  # a 5 MB string: one short line
+    return f"{source}: bad value for '{key}' ({value}): {first['msg']}"
 
 
 def _section_at(loc: tuple) -> type[BaseModel] | None:
@@ -397,7 +478,7 @@ def _parse_scalar(text: str) -> Any:
     """`--set` values are YAML scalars: 1e-6, true, null, [1, 2] all mean what YAML says."""
     try:
         return yaml.safe_load(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: an int over 4300 digits
         return text
 
 
@@ -408,8 +489,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise UserError(f"--set expects key=value, got '{item}'")
         dotted, raw = item.split("=", 1)
         parts = dotted.strip().split(".")
+        if not all(parts):
+            raise UserError(f"--set {item}: empty key in '{dotted}'")
         node: Any = data
         for i, part in enumerate(parts[:-1]):
+            if not isinstance(node, dict | list):
+                raise UserError(f"--set {dotted}: '{'.'.join(parts[:i])}' is not a section")
             if isinstance(node, list):
                 node = node[_list_index(part, node, dotted)]
             else:
@@ -419,6 +504,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                     )
                 node = node[part]
         last = parts[-1]
+        if not isinstance(node, dict | list):
+            raise UserError(f"--set {dotted}: '{'.'.join(parts[:-1])}' is not a section")
         if isinstance(node, list):
             node[_list_index(last, node, dotted)] = _parse_scalar(raw)
         else:
@@ -427,16 +514,26 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def _list_index(part: str, node: list, dotted: str) -> int:
-    if not part.isdigit() or int(part) >= len(node):
+    if not part.isdecimal() or int(part) >= len(node):
         raise UserError(f"--set {dotted}: '{part}' is not an index of a list of {len(node)}")
     return int(part)
+
+
+def _one_line(text: str) -> str:
+    """``text`` with its line breaks escaped: a key or value may hold one, the error may not."""
+    return "".join(repr(c)[1:-1] if c in _LINE_BREAKS else c for c in text)
+
+
+_LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")  # str.splitlines'
 
 
 def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as err:
-        raise UserError(_format_validation_error(err, source)) from None
+        raise UserError(_one_line(_format_validation_error(err, source))) from None
+    except UserError as err:  # an unknown name, found by a validator: say where it came from
+        raise UserError(_one_line(f"{source}: {err}")) from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
@@ -445,11 +542,23 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     if not path.is_file():
         raise UserError(f"recipe file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML ({err.__class__.__name__}: {err})") from None
+        data = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte {err.start + 1})") from None
+    except yaml.MarkedYAMLError as err:  # one line: where, and what (YAML's own text has several)
+        mark = err.problem_mark or err.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        what = " ".join(str(err.problem or err.context or err.__class__.__name__).split())
+        raise UserError(f"{where}: not valid YAML ({what})") from None
+    except (yaml.YAMLError, ValueError, RecursionError) as err:  # ValueError: huge int literal
+        what = " ".join(str(err).split())[:200]
+        raise UserError(f"{path}: not valid YAML ({err.__class__.__name__}: {what})") from None
     if not isinstance(data, dict):
         raise UserError(
             f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}"
         )
-    return config_from_dict(apply_overrides(data, overrides or []), source=str(path))
+    try:
+        data = apply_overrides(data, overrides or [])
+    except UserError as err:
+        raise UserError(_one_line(str(err))) from None
+    return config_from_dict(data, source=str(path))

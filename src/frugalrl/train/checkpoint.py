@@ -47,18 +47,28 @@ def save_checkpoint(
     training_state: dict[str, Any],
     keep: int,
     weights: dict[str, torch.Tensor] | None = None,
+    name: str | None = None,
 ) -> Path:
-    """``weights``: the state dict to save instead of the model's own (gathered shards)."""
+    """Write ``checkpoints/step-N`` (or ``checkpoints/<name>``, e.g. ``best``, which is kept
+    apart from the newest ``keep``) atomically. ``weights``: the state dict to save instead of
+    the model's own (gathered shards)."""
     root = run_dir / "checkpoints"
-    final = root / f"step-{step:06d}"
-    tmp = root / f".step-{step:06d}.tmp"
+    name = name or f"step-{step:06d}"
+    final = root / name
+    tmp = root / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp, **({} if weights is None else {"state_dict": weights}))
     tokenizer.save_pretrained(tmp)
     torch.save({**training_state, "step": step, "rng": rng_state()}, tmp / STATE_FILE)
-    shutil.rmtree(final, ignore_errors=True)
+    # os.replace cannot replace a non-empty directory: move the old one aside first, so that a
+    # crash at any moment leaves a complete checkpoint under one of the two names.
+    old = root / f".{name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
     os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -71,6 +81,29 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
         return []
     done = [p for p in root.glob("step-*") if (p / STATE_FILE).is_file()]
     return sorted(done, key=lambda p: int(p.name.split("-")[1]))
+
+
+def restore_weights(model, checkpoint: Path, dp) -> None:
+    """Load a checkpoint's weights into the live ``model`` (full, LoRA adapters or sharded)."""
+    from safetensors.torch import load_file
+
+    from frugalrl.policy import is_adapter_dir
+
+    if is_adapter_dir(checkpoint):
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, load_file(checkpoint / "adapter_model.safetensors"))
+        return
+    from transformers import AutoModelForCausalLM
+
+    dtype = next(model.parameters()).dtype
+    state = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=dtype).state_dict()
+    if dp.shard_weights:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))
+    else:
+        model.load_state_dict(state)
 
 
 def load_training_state(checkpoint: Path) -> dict[str, Any]:

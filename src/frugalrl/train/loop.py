@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -48,10 +49,13 @@ from frugalrl.sample import Sample
 from frugalrl.train.checkpoint import (
     list_checkpoints,
     load_training_state,
+    restore_weights,
     save_checkpoint,
     set_rng_state,
 )
 from frugalrl.train.distributed import DataParallel
+from frugalrl.train.guards import Alarm, Guards
+from frugalrl.train.interrupt import GracefulStop
 from frugalrl.train.metrics import MetricsLogger
 from frugalrl.train.schedule import lr_multiplier
 from frugalrl.train.update import RolloutBatch, fold_kl_into_rewards, policy_update, skip_update
@@ -482,6 +486,9 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
         "eval": {},
         "train_seconds": 0.0,
     }
+    g = config.guards
+    guards = Guards(g.monitors, g.window, g.max_rollbacks)
+    best: dict[str, Any] | None = None  # the best held-out evaluation: step, accuracy, its row
     if checkpoints:
         state = load_training_state(checkpoints[-1])
         dp.load_optimizer_state(model, optimizer, state["optimizer"])
@@ -489,6 +496,9 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
         sampler.load_state_dict(state["sampler"])
         set_rng_state(state["rng"])
         step = state["step"]
+        if "guards" in state:  # checkpoints from before the guards have none
+            guards.load_state_dict(state["guards"])
+        best = state.get("best")
         if summary_path.is_file():
             summary = json.loads(summary_path.read_text())
         summary["train_seconds"] = state.get("train_seconds", 0.0)
@@ -525,7 +535,7 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
         disable=not (config.logging.progress and dp.is_main),
     )
 
-    def checkpoint() -> None:
+    def checkpoint(name: str | None = None) -> None:
         # Replicated: every process holds the same state, the main one saves it. Sharded: the
         # shards are gathered to the main process first (collectives).
         weights, optimizer_state = dp.model_state(model), dp.optimizer_state(model, optimizer)
@@ -540,13 +550,28 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
                     "scheduler": scheduler.state_dict(),
                     "sampler": sampler.state_dict(),
                     "train_seconds": train_seconds,
+                    "guards": guards.state_dict(),
+                    "best": best,
                 },
                 keep=config.train.save_total_limit,
                 weights=weights,
+                name=name,
             )
         dp.barrier()
 
-    with logger, scorer:
+    def roll_back() -> None:
+        """The best checkpoint's weights and optimizer state, a lower learning rate; the step
+        count, schedule position and data order go on."""
+        best_dir = run_dir / "checkpoints" / "best"
+        restore_weights(model, best_dir, dp)
+        dp.load_optimizer_state(model, optimizer, load_training_state(best_dir)["optimizer"])
+        scale_learning_rate(optimizer, scheduler, config.guards.rollback_lr_factor)
+        engine.sync()
+        guards.rolled_back(best["row"] if best else None)
+
+    stopped: Alarm | None = None
+    interrupted = False
+    with logger, scorer, GracefulStop() as signals:
         while step < config.train.steps:
             t0 = time.perf_counter()
             with dp.full_weights(model):
@@ -586,6 +611,29 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
             every = config.eval.every_steps
             if every and step % every == 0 and config.eval.path is not None:
                 metrics |= periodic_eval(engine, model, tokenizer, config, step, run_dir, dp)
+                if dp.is_main and (best is None or metrics["eval/accuracy"] > best["accuracy"]):
+                    best = {"step": step, "accuracy": metrics["eval/accuracy"], "row": metrics}
+                best = dp.broadcast(best)
+                if best["step"] == step:
+                    checkpoint("best")
+            alarms = dp.broadcast(guards.observe(metrics) if dp.is_main else [])
+            for alarm in alarms:
+                if alarm.action == "rollback" and best is None:
+                    alarm = Alarm(
+                        alarm.monitor, "stop", alarm.message + " (no best checkpoint yet)"
+                    )
+                if dp.is_main and not alarm.repeated:
+                    print(f"frugalrl: step {step}: {alarm}", file=sys.stderr, flush=True)
+                if alarm.action == "warn":
+                    guards.warnings += 1
+                    continue
+                if alarm.action == "rollback":
+                    roll_back()
+                else:
+                    stopped = alarm
+                break  # a rollback or a stop settles this step
+            metrics["guards/warnings"] = float(guards.warnings)
+            metrics["guards/rollbacks"] = float(guards.rollbacks)
             logger.log(step, metrics)
             bar.update(1)
             bar.set_postfix(
@@ -593,11 +641,28 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
                 acc=f"{metrics.get('train/accuracy', math.nan):.2f}",
                 len=f"{metrics['completion/length_mean']:.0f}",
             )
-            if step == config.train.steps or (
-                config.train.save_every and step % config.train.save_every == 0
+            interrupted = signals.requested is not None
+            if dp.enabled:  # every process stops after the same step
+                interrupted = dp.sum_floats({"stop": float(interrupted)})["stop"] > 0
+            if (
+                step == config.train.steps
+                or (config.train.save_every and step % config.train.save_every == 0)
+                or interrupted
+                or stopped
             ):
                 checkpoint()
+            if interrupted or stopped:
+                break
     bar.close()
+    if interrupted and step < config.train.steps:
+        if dp.is_main:
+            summary.update(steps=step, train_seconds=train_seconds)
+            summary["interrupted"] = {"step": step, "signal": signals.requested or "a signal"}
+            summary_path.write_text(json.dumps(summary, indent=2))
+            from frugalrl.report import write_run_report
+
+            summary["report"] = str(write_run_report(run_dir))
+        return summary if dp.is_main else {}
     final_dir = run_dir / "final"
     weights = dp.model_state(model)
     if dp.is_main:
@@ -621,6 +686,15 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
         train_seconds=train_seconds,
         wall_seconds=summary.get("wall_seconds", 0.0) + time.perf_counter() - wall0,
     )
+    summary["guards"] = {"warnings": guards.warnings, "rollbacks": guards.rollbacks}
+    if best is not None:
+        summary["best"] = {
+            "step": best["step"],
+            "heldout_accuracy": best["accuracy"],
+            "checkpoint": str(run_dir / "checkpoints" / "best"),
+        }
+    if stopped is not None:
+        summary["stopped"] = {"step": step, "monitor": stopped.monitor, "reason": str(stopped)}
     base, final = summary["eval"].get("base"), summary["eval"].get("final")
     if base and final:
         summary["accuracy_gain_points"] = 100 * (final["accuracy"] - base["accuracy"])
@@ -630,6 +704,15 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
 
     summary["report"] = str(write_run_report(run_dir))
     return summary
+
+
+def scale_learning_rate(optimizer, scheduler, factor: float) -> None:
+    """Multiply the schedule's base learning rates by ``factor``, from the current step on."""
+    scheduler.base_lrs = [lr * factor for lr in scheduler.base_lrs]
+    for group, base, fn in zip(
+        optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
+    ):
+        group["lr"] = base * fn(scheduler.last_epoch)
 
 
 def periodic_eval(

@@ -268,6 +268,7 @@ def policy_update(
     summed = POLICY_STATS + (IS_STATS if r.importance_sampling is not None else ())
     stats = dict.fromkeys((*summed, "grad_norm", "lr"), 0.0)
     trained_tokens = max(1, int(counts[rows].sum())) if rows else 1
+    nonfinite = 0
     padding = 0
     if dp.shard_weights:  # sharded forward passes are collectives: as many on every process
         padding = dp.max_int(len(plan)) - len(plan)
@@ -336,8 +337,11 @@ def policy_update(
         if hasattr(grad_norm, "full_tensor"):  # sharded: a DTensor over the processes' shards
             grad_norm = grad_norm.full_tensor()
         stats["grad_norm"] += float(grad_norm)
-        stats["lr"] += scheduler.get_last_lr()[0]
-        optimizer.step()
+        stats["lr"] += optimizer.param_groups[0]["lr"]  # what this step uses
+        if math.isfinite(float(grad_norm)):
+            optimizer.step()
+        else:  # a NaN/inf gradient would poison every weight: skip it (the guards report it)
+            nonfinite += 1
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
     totals = dp.sum_floats({**{k: stats[k] for k in summed}, "micro_batches": float(len(plan))})
@@ -348,6 +352,7 @@ def policy_update(
         metrics.update({"train/entropy": math.nan, "train/dual_clip_fraction": 0.0})
     metrics["train/trained_fraction"] = len(rows) / max(1, len(batch.completions))
     metrics["train/micro_batches"] = micro_batches
+    metrics["train/nonfinite_updates"] = float(nonfinite)
     return metrics
 
 
