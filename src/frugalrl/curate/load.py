@@ -21,7 +21,7 @@ Record = tuple[str, Any, str | None]  # (where, parsed value or None, parse erro
 
 
 def _json_lines(path: Path) -> Iterator[Record]:
-    with path.open(encoding="utf-8", errors="replace") as f:
+    with path.open(encoding="utf-8-sig", errors="replace") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -30,11 +30,13 @@ def _json_lines(path: Path) -> Iterator[Record]:
                 yield where, json.loads(line), None
             except json.JSONDecodeError as e:
                 yield where, None, f"not valid JSON ({e.msg})"
+            except (ValueError, RecursionError) as e:  # a number over 4300 digits, deep nesting
+                yield where, None, f"not valid JSON ({e})"
 
 
 def _json_file(path: Path) -> Iterator[Record]:
     """A JSON array of objects, or JSON lines saved as .json (what ``to_json`` writes)."""
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = path.read_text(encoding="utf-8-sig", errors="replace")
     if not text.lstrip().startswith("["):
         yield from _json_lines(path)
         return
@@ -42,6 +44,8 @@ def _json_file(path: Path) -> Iterator[Record]:
         items = json.loads(text)
     except json.JSONDecodeError as e:
         raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    except (ValueError, RecursionError) as e:  # a number over 4300 digits, deep nesting
+        raise UserError(f"{path}: not valid JSON ({e})") from None
     for i, item in enumerate(items, 1):
         yield f"{path.name}[row {i}]", item, None
 

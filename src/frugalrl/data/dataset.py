@@ -10,25 +10,35 @@ from typing import Any
 from frugalrl.errors import UserError
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """JSON objects, one per non-empty line; a bad line is an error naming file and line."""
+def read_jsonl_numbered(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, JSON object) for each non-empty line; a bad line is an error naming file
+    and line (invalid JSON or UTF-8, not an object). A UTF-8 byte-order mark is skipped."""
     if not path.is_file():
         raise UserError(f"file not found: {path}")
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise UserError(
-                    f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}"
-                )
-            rows.append(row)
+    # bytes, decoded line by line, so that bad UTF-8 is reported on its own line
+    for lineno, raw in enumerate(path.read_bytes().splitlines(), 1):
+        try:
+            line = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise UserError(f"{path}:{lineno}: not UTF-8 text (byte {e.start + 1})") from None
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+        except (ValueError, RecursionError) as e:  # a number over 4300 digits, deep nesting
+            raise UserError(f"{path}:{lineno}: not valid JSON ({e})") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        rows.append((lineno, row))
     return rows
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """JSON objects, one per non-empty line; a bad line is an error naming file and line."""
+    return [row for _, row in read_jsonl_numbered(path)]
 
 
 def _read_any(path: str, split: str) -> list[dict[str, Any]]:
@@ -43,7 +53,12 @@ def _read_any(path: str, split: str) -> list[dict[str, Any]]:
         import datasets
 
         kind = {".json": "json", ".parquet": "parquet", ".csv": "csv"}[p.suffix]
-        return list(datasets.load_dataset(kind, data_files=str(p), split="train"))
+        try:
+            return list(datasets.load_dataset(kind, data_files=str(p), split="train"))
+        except Exception as e:  # noqa: BLE001 - a malformed file, reported in one line
+            cause = e.__cause__ or e  # datasets wraps the parser's error, which says what is wrong
+            reason = " ".join(str(cause).split())[:300] or type(cause).__name__
+            raise UserError(f"{p}: cannot read as {kind} ({reason})") from None
     if p.exists():
         raise UserError(f"{p}: unsupported data format (use .jsonl, .json, .parquet or .csv)")
     import datasets  # a hub dataset name: the one case that may download
@@ -59,7 +74,8 @@ def require_fields(row: dict[str, Any], fields: Sequence[str], where: str) -> No
     for field in fields:
         value = row.get(field)
         if value is None or (isinstance(value, str) and not value.strip()):
-            raise UserError(f"{where}: missing field '{field}' (fields: {', '.join(row)})")
+            fields = ", ".join(str(k).encode("unicode_escape").decode() for k in row)
+            raise UserError(f"{where}: missing field '{field}' (fields: {fields})")
 
 
 def load_problems(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from frugalrl.data.dataset import read_jsonl, require_fields
+from frugalrl.data.dataset import read_jsonl_numbered, require_fields
 from frugalrl.errors import UserError
 
 BENCHMARKS: dict[str, tuple[str, str]] = {
@@ -82,12 +82,6 @@ def parse_benchmark_list(text: str) -> list[str]:
     return specs
 
 
-def _row_lines(path: Path) -> list[int]:
-    # read_jsonl skips blank lines; counting them the same way gives each row its line number
-    with path.open(encoding="utf-8") as f:
-        return [lineno for lineno, line in enumerate(f, 1) if line.strip()]
-
-
 def _answer_str(value: Any, where: str, field: str) -> str:
     """A gold answer as a string; whole floats lose their ``.0`` (AMC answers come as 27.0)."""
     if isinstance(value, str):
@@ -108,10 +102,9 @@ def _normalise(
     answer_field: str,
     id_field: str,
 ) -> list[dict[str, Any]]:
-    rows = read_jsonl(path)
     problems: list[dict[str, Any]] = []
     first_line: dict[str, int] = {}
-    for index, (lineno, row) in enumerate(zip(_row_lines(path), rows, strict=True)):
+    for index, (lineno, row) in enumerate(read_jsonl_numbered(path)):
         where = f"{path}:{lineno}"
         require_fields(row, (problem_field, answer_field), where)
         raw_id = row.get(id_field)

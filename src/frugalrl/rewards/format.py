@@ -11,6 +11,7 @@ from frugalrl.rewards.registry import REWARDS
 from frugalrl.sample import Sample
 
 _OPEN_R1 = re.compile(r"^<think>\n.*?\n</think>\n<answer>\n.*?\n</answer>$", re.DOTALL)
+_R1_HEAD, _R1_SEP, _R1_TAIL = "<think>\n", "\n</think>\n<answer>\n", "\n</answer>"
 
 
 def _open_rs(text: str) -> bool:
@@ -19,7 +20,12 @@ def _open_rs(text: str) -> bool:
 
 
 def _open_r1(text: str) -> bool:
-    return _OPEN_R1.fullmatch(text) is not None
+    # What _OPEN_R1.fullmatch says, in linear time: the regex backtracks over every separator,
+    # quadratic on a completion that repeats it (a 150 kB one took 5 s).
+    if not (text.startswith(_R1_HEAD) and text.endswith(_R1_TAIL)):
+        return False
+    sep = text.find(_R1_SEP, len(_R1_HEAD))
+    return sep != -1 and sep + len(_R1_SEP) <= len(text) - len(_R1_TAIL)
 
 
 def _boxed(text: str) -> bool:

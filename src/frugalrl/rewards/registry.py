@@ -22,7 +22,7 @@ def resolve_reward(name: str) -> RewardFn:
     module_name, _, attr = name.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as e:
+    except (ImportError, ValueError, TypeError) as e:  # also "" and relative names (".m")
         raise UserError(f"reward '{name}': cannot import module '{module_name}' ({e})") from None
     fn = getattr(module, attr, None)
     if not callable(fn):
