@@ -118,9 +118,10 @@ def test_rollback_restores_the_best_checkpoint_and_lowers_the_learning_rate(
     tiny_overrides, tmp_path, monkeypatch
 ):
     """KL above 1e-12 trips from step 2 on (the policy has moved from the reference). With
-    held-out evaluation every step, the best checkpoint is step 1's (an untrained model scores
-    0 and later evaluations do not beat it). Step 2 rolls back to it at half the learning rate;
-    step 3 trips again with no rollback left, and the run stops, saved and reported."""
+    held-out evaluation every step, the best checkpoint is the starting policy's (step 0: an
+    untrained model scores 0 and later evaluations do not beat it). Step 2 rolls back to it at
+    half the learning rate; step 3 starts from the reference weights again (KL 0), step 4
+    trips with no rollback left, and the run stops, saved and reported."""
     config = guarded(
         tiny_overrides,
         "train.steps=6",
@@ -140,15 +141,17 @@ def test_rollback_restores_the_best_checkpoint_and_lowers_the_learning_rate(
     monkeypatch.setattr(loop, "restore_weights", record)
     summary = loop.train(config)
     run = tmp_path / "run"
-    assert summary["stopped"]["step"] == 3 and summary["stopped"]["monitor"] == "kl"
+    assert summary["stopped"]["step"] == 4 and summary["stopped"]["monitor"] == "kl"
     assert summary["guards"] == {"warnings": 0, "rollbacks": 1}
-    assert summary["best"]["step"] == 1
+    assert summary["best"]["step"] == 0
     best = AutoModelForCausalLM.from_pretrained(run / "checkpoints" / "best").state_dict()
+    start = AutoModelForCausalLM.from_pretrained(config.model.name_or_path).state_dict()
     assert len(restored) == 1
     for name, value in best.items():
+        torch.testing.assert_close(value, start[name], rtol=0, atol=0)
         torch.testing.assert_close(restored[0][name], value, rtol=0, atol=0)
-    rows = read_metrics(run / "metrics.jsonl")
-    assert [r["guards/rollbacks"] for r in rows] == [0, 1, 1]
+    rows = read_metrics(run / "metrics.jsonl")[1:]  # after the step-0 evaluation
+    assert [r["guards/rollbacks"] for r in rows] == [0, 1, 1, 1]
     total, warmup = 6, round(config.optim.warmup_ratio * 6)
 
     def scheduled(step):  # the lr the optimizer uses at update `step` (counted from 0)
@@ -157,7 +160,8 @@ def test_rollback_restores_the_best_checkpoint_and_lowers_the_learning_rate(
 
     assert math.isclose(rows[1]["train/lr"], scheduled(1), rel_tol=1e-9)
     assert math.isclose(rows[2]["train/lr"], 0.5 * scheduled(2), rel_tol=1e-9)
-    assert (run / "checkpoints" / "step-000003").is_dir()  # stopped: saved first
+    assert math.isclose(rows[3]["train/lr"], 0.5 * scheduled(3), rel_tol=1e-9)
+    assert (run / "checkpoints" / "step-000004").is_dir()  # stopped: saved first
     assert (run / "final").is_dir() and (run / "report.md").is_file()
 
 

@@ -138,7 +138,7 @@ def test_language_reward_publishes_drift_metric(tiny_overrides):
 
 
 def test_periodic_heldout_evaluation(tiny_overrides, tmp_path):
-    """eval.every_steps=2 over 4 steps: held-out accuracy logged at steps 2 and 4 (from the
+    """eval.every_steps=2 over 4 steps: held-out accuracy logged at steps 0, 2 and 4 (from the
     first 3 problems), each equal to that evaluation's own summary, and tabled in the report."""
     config = load_config(
         "recipes/demo.yaml",
@@ -147,7 +147,7 @@ def test_periodic_heldout_evaluation(tiny_overrides, tmp_path):
     loop.train(config)
     run = tmp_path / "run"
     rows = read_metrics(run / "metrics.jsonl")
-    assert [r["step"] for r in rows if "eval/accuracy" in r] == [2, 4]
+    assert [r["step"] for r in rows if "eval/accuracy" in r] == [0, 2, 4]  # 0: the start
     for r in rows:
         if "eval/accuracy" not in r:
             continue

@@ -569,9 +569,25 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
         engine.sync()
         guards.rolled_back(best["row"] if best else None)
 
+    def track_best(row: dict[str, float]) -> None:
+        """Keep the policy with the best held-out accuracy as checkpoints/best (rollbacks)."""
+        nonlocal best
+        if dp.is_main and (best is None or row["eval/accuracy"] > best["accuracy"]):
+            best = {"step": step, "accuracy": row["eval/accuracy"], "row": row}
+        best = dp.broadcast(best)
+        if best["step"] == step:
+            checkpoint("best")
+
     stopped: Alarm | None = None
     interrupted = False
     with logger, scorer, GracefulStop() as signals:
+        if config.eval.every_steps and config.eval.path is not None and step == 0:
+            # The starting policy is the first candidate for best: a run that degrades from
+            # its first steps can still roll back to where it began.
+            start = periodic_eval(engine, model, tokenizer, config, step, run_dir, dp)
+            track_best(start)
+            guards.observe(start)
+            logger.log(step, start)
         while step < config.train.steps:
             t0 = time.perf_counter()
             with dp.full_weights(model):
@@ -611,11 +627,7 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
             every = config.eval.every_steps
             if every and step % every == 0 and config.eval.path is not None:
                 metrics |= periodic_eval(engine, model, tokenizer, config, step, run_dir, dp)
-                if dp.is_main and (best is None or metrics["eval/accuracy"] > best["accuracy"]):
-                    best = {"step": step, "accuracy": metrics["eval/accuracy"], "row": metrics}
-                best = dp.broadcast(best)
-                if best["step"] == step:
-                    checkpoint("best")
+                track_best(metrics)
             alarms = dp.broadcast(guards.observe(metrics) if dp.is_main else [])
             for alarm in alarms:
                 if alarm.action == "rollback" and best is None:
