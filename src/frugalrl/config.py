@@ -407,14 +407,17 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _rollback_needs_periodic_eval(self) -> Config:
-        if any(m.action == "rollback" for m in self.guards.monitors) and not (
-            self.eval.every_steps and self.eval.path
-        ):
+        # (eval.path is checked when training starts: `frugalrl demo` fills it in)
+        if self.rollback_guarded and not self.eval.every_steps:
             raise ValueError(
                 "guards: a rollback restores the checkpoint with the best held-out accuracy; "
                 "it needs eval.path and eval.every_steps > 0"
             )
         return self
+
+    @property
+    def rollback_guarded(self) -> bool:
+        return any(m.action == "rollback" for m in self.guards.monitors)
 
     @model_validator(mode="after")
     def _check_names(self) -> Config:

@@ -467,6 +467,11 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
     problems = [problems[i] for i in keep]
     prompt_ids = [prompt_ids[i] for i in keep]
     eval_sets(config)  # a bad held-out file or benchmark name fails now, not after training
+    if config.rollback_guarded and config.eval.path is None:
+        raise UserError(
+            "guards: a rollback restores the checkpoint with the best held-out accuracy; "
+            "it needs eval.path and eval.every_steps > 0"
+        )
 
     # Everything the run reads is loaded and checked: only now is the run directory written,
     # so bad input never leaves a half-made run behind.
