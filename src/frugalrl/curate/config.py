@@ -161,6 +161,21 @@ class DifficultyConfig(_Section):
         "re-run does not regenerate; '': difficulty_cache.jsonl in the output directory.",
     )
     bins: int = Field(10, gt=0, description="Bars of the report's difficulty histogram.")
+    bands: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description="Named pass-rate bands, name: [min, max] (inclusive), e.g. {hard: [0, "
+        "0.375], easy: [0.75, 1]}: each kept row gets `difficulty_band`, the first band (in "
+        "order) holding its pass rate, else null; mix parts draw from one with "
+        "`where: {difficulty_band: hard}`.",
+    )
+
+    @field_validator("bands")
+    @classmethod
+    def _bands_in_range(cls, v: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for name, (low, high) in v.items():
+            if not 0 <= low <= high <= 1:
+                raise ValueError(f"band '{name}' needs 0 <= min <= max <= 1, got [{low}, {high}]")
+        return v
 
 
 class MixSourceConfig(_Section):
@@ -185,6 +200,15 @@ class MixConfig(_Section):
         description="Parts of the final set, each drawn at random (seeded) from the rows it "
         "matches that no earlier part took. Rows no part takes are dropped. Asking for more "
         "rows than match takes them all, and the report says so.",
+    )
+    sets: dict[str, list[MixSourceConfig]] = Field(
+        default_factory=dict,
+        description="Alternative part lists by name, for sets that differ only in their "
+        "composition (open-rs's experiments 1 and 2); `select` names the one to build, in "
+        "place of `sources`. total, seed and shuffle are shared.",
+    )
+    select: str | None = Field(
+        None, description="Which of `sets` to build (None: build `sources`)."
     )
     total: int | None = Field(
         None,

@@ -129,6 +129,13 @@ def estimate(
     return cache, len(todo)
 
 
+def band_of(rate: float | None, bands: dict[str, tuple[float, float]]) -> str | None:
+    """The first band (in order) whose ``[min, max]`` holds ``rate``; None if none does."""
+    if rate is None:
+        return None
+    return next((name for name, (low, high) in bands.items() if low <= rate <= high), None)
+
+
 def histogram(rates: Sequence[float], bins: int) -> dict[str, list]:
     """Counts of pass rates in ``bins`` equal bins over [0, 1] (1.0 falls in the last)."""
     counts = [0] * bins
@@ -137,9 +144,18 @@ def histogram(rates: Sequence[float], bins: int) -> dict[str, list]:
     return {"edges": [i / bins for i in range(bins + 1)], "counts": counts}
 
 
+def band_counts(rows: Sequence[Row], bands: dict[str, tuple[float, float]]) -> dict[str, int]:
+    """Kept rows per band, in the bands' order, then those in none ("none")."""
+    counts = {name: 0 for name in bands} | {"none": 0}
+    for row in rows:
+        counts[row.get("difficulty_band") or "none"] += 1
+    return counts
+
+
 @CURATION_STAGES.register("difficulty")
 def difficulty(rows: list[Row], config: DifficultyConfig, context: StageContext) -> StageResult:
-    """Rows in the pass-rate band ``[keep_min, keep_max]``, each with its ``pass_rate``."""
+    """Rows in the pass-rate band ``[keep_min, keep_max]``, each with its ``pass_rate`` (and
+    ``difficulty_band`` when ``bands`` are named)."""
     check_extraction(config.extraction)
     if config.keep_min > config.keep_max:
         raise UserError(f"difficulty: keep_min {config.keep_min} > keep_max {config.keep_max}")
@@ -151,6 +167,8 @@ def difficulty(rows: list[Row], config: DifficultyConfig, context: StageContext)
     for i, row in enumerate(rows):
         rate = cache[cache_key(row, config)]["pass_rate"] if i < n else None
         new_row = {**row, "pass_rate": rate}
+        if config.bands:
+            new_row["difficulty_band"] = band_of(rate, config.bands)
         if rate is not None:
             rates.append(rate)
         if rate is not None and rate > config.keep_max:
@@ -165,6 +183,7 @@ def difficulty(rows: list[Row], config: DifficultyConfig, context: StageContext)
         "from cache": n - generated,
         "mean pass rate": sum(rates) / len(rates) if rates else None,
         "histogram": histogram(rates, config.bins),
+        **({"bands": band_counts(result.kept, config.bands)} if config.bands else {}),
         "cache": str(cache_path),
     }
     return result

@@ -3,7 +3,9 @@
 
 Each part takes a seeded random draw from the rows it matches that no earlier part took;
 what no part takes is dropped ("not in the mix"). With ``total`` the parts' sizes are
-``total × weight / Σ weights`` (largest remainders, so they add up to ``total``).
+``total × weight / Σ weights`` (largest remainders, so they add up to ``total``). With
+``sets`` and ``select`` the parts are those of the selected set: one config describes several
+sets that differ only in composition (one curation run builds one of them).
 """
 
 from __future__ import annotations
@@ -28,15 +30,37 @@ def matches(row: Row, part: MixSourceConfig) -> bool:
     return True
 
 
+def selected_parts(config: MixConfig) -> list[MixSourceConfig]:
+    """The parts to draw: ``sources``, or the set named by ``select``."""
+    if config.select is None:
+        if not config.sources:
+            hint = f" (or pick one of mix.sets with mix.select: {sorted(config.sets)})"
+            raise UserError(
+                "mix.sources is empty: name at least one part (or drop the mix stage)"
+                + (hint if config.sets else "")
+            )
+        return config.sources
+    if config.select not in config.sets:
+        raise UserError(
+            f"mix.select '{config.select}' is not one of mix.sets {sorted(config.sets)}"
+        )
+    if config.sources:
+        raise UserError("mix: give either mix.sources or mix.select (a set of mix.sets), not both")
+    if not config.sets[config.select]:
+        raise UserError(f"mix.sets.{config.select} is empty: name at least one part")
+    return config.sets[config.select]
+
+
 def part_sizes(config: MixConfig) -> list[int | None]:
     """Rows wanted per part (None: all that match)."""
+    parts = selected_parts(config)
     if config.total is None:
-        if any(p.weight is not None for p in config.sources):
+        if any(p.weight is not None for p in parts):
             raise UserError("mix: a part has a weight but mix.total is not set")
-        return [p.count for p in config.sources]
-    if any(p.weight is None or p.count is not None for p in config.sources):
+        return [p.count for p in parts]
+    if any(p.weight is None or p.count is not None for p in parts):
         raise UserError("mix: with mix.total every part needs a weight (and no count)")
-    weights = [float(p.weight) for p in config.sources]  # type: ignore[arg-type]
+    weights = [float(p.weight) for p in parts]  # type: ignore[arg-type]
     exact = [config.total * w / sum(weights) for w in weights]
     sizes = [math.floor(x) for x in exact]
     by_remainder = sorted(range(len(exact)), key=lambda i: sizes[i] - exact[i])
@@ -48,13 +72,12 @@ def part_sizes(config: MixConfig) -> list[int | None]:
 @CURATION_STAGES.register("mix")
 def mix(rows: list[Row], config: MixConfig, context: StageContext) -> StageResult:
     """The drawn parts (shuffled, unless ``shuffle`` is off), each row tagged ``mix_source``."""
-    if not config.sources:
-        raise UserError("mix.sources is empty: name at least one part (or drop the mix stage)")
+    parts_config = selected_parts(config)
     rng = random.Random(config.seed)
     taken: set[int] = set()
     chosen: list[Row] = []
     parts: dict[str, dict[str, Any]] = {}
-    for part, wanted in zip(config.sources, part_sizes(config), strict=True):
+    for part, wanted in zip(parts_config, part_sizes(config), strict=True):
         pool = [i for i, row in enumerate(rows) if i not in taken and matches(row, part)]
         n = len(pool) if wanted is None else min(wanted, len(pool))
         picked = sorted(rng.sample(pool, n))
@@ -67,4 +90,7 @@ def mix(rows: list[Row], config: MixConfig, context: StageContext) -> StageResul
     short = {
         name: p for name, p in parts.items() if p["wanted"] is not None and p["taken"] < p["wanted"]
     }
-    return StageResult(chosen, dropped, stats={"parts": parts, "short parts": sorted(short)})
+    stats: dict[str, Any] = {"parts": parts, "short parts": sorted(short)}
+    if config.select is not None:
+        stats = {"set": config.select, **stats}
+    return StageResult(chosen, dropped, stats=stats)
