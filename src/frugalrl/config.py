@@ -446,13 +446,19 @@ class Config(_Section):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
+def format_validation_error(
+    err: ValidationError, source: str, root: type[BaseModel] | None = None
+) -> str:
+    """A pydantic error as one line naming ``source`` and the key (with the valid keys of its
+    section for an unknown one); ``root`` is the validated model (default: the recipe)."""
     first = err.errors()[0]
     key = ".".join(str(p) for p in first["loc"]) or "(top level)"
     if first["type"] == "extra_forbidden":
-        parent = _section_at(first["loc"][:-1])
+        parent = _section_at(first["loc"][:-1], root or Config)
         choices = f"; valid keys: {', '.join(parent.model_fields)}" if parent else ""
         return f"{source}: unknown key '{key}'{choices}"
+    if first["type"] == "missing":
+        return f"{source}: missing key '{key}'"
     if not first["loc"]:  # a check across sections: the whole recipe is no useful "value"
         return f"{source}: {first['msg'].removeprefix('Value error, ')}"
     value = repr(first.get("input"))
@@ -460,8 +466,9 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     return f"{source}: bad value for '{key}' ({value}): {first['msg']}"
 
 
-def _section_at(loc: tuple) -> type[BaseModel] | None:
-    cls: type[BaseModel] = Config
+def _section_at(loc: tuple, root: type[BaseModel]) -> type[BaseModel] | None:
+    """The config class at a validation error's location, to list its valid keys."""
+    cls = root
     for part in loc:
         if isinstance(part, int):
             continue
@@ -534,16 +541,15 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as err:
-        raise UserError(_one_line(_format_validation_error(err, source))) from None
+        raise UserError(_one_line(format_validation_error(err, source))) from None
     except UserError as err:  # an unknown name, found by a validator: say where it came from
         raise UserError(_one_line(f"{source}: {err}")) from None
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read a YAML recipe, apply ``--set`` overrides, validate. Errors are one-line UserErrors."""
-    path = Path(path)
+def read_yaml_mapping(path: Path, what: str = "recipe") -> dict[str, Any]:
+    """A YAML file's top-level mapping; anything else is a one-line UserError saying where."""
     if not path.is_file():
-        raise UserError(f"recipe file not found: {path}")
+        raise UserError(f"{what} file not found: {path}")
     try:
         data = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
     except UnicodeDecodeError as err:
@@ -558,8 +564,15 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         raise UserError(f"{path}: not valid YAML ({err.__class__.__name__}: {what})") from None
     if not isinstance(data, dict):
         raise UserError(
-            f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}"
+            f"{path}: a {what} must be a mapping of sections, got {type(data).__name__}"
         )
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML recipe, apply ``--set`` overrides, validate. Errors are one-line UserErrors."""
+    path = Path(path)
+    data = read_yaml_mapping(path)
     try:
         data = apply_overrides(data, overrides or [])
     except UserError as err:

@@ -12,10 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from frugalrl.config import apply_overrides
+from frugalrl.config import apply_overrides, format_validation_error, read_yaml_mapping
 from frugalrl.errors import UserError
 
 
@@ -270,50 +269,12 @@ def resolve_paths(config: CurateConfig, base: Path) -> CurateConfig:
     return config
 
 
-def _section_at(loc: tuple) -> type[BaseModel] | None:
-    """The config class at a validation error's location, to list its valid keys."""
-    cls: type[BaseModel] = CurateConfig
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = cls.model_fields.get(str(part))
-        ann = getattr(field, "annotation", None) if field else None
-        inner = getattr(ann, "__args__", (ann,))[0] if ann is not None else None
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            cls = ann
-        elif isinstance(inner, type) and issubclass(inner, BaseModel):
-            cls = inner
-        else:
-            return None
-    return cls
-
-
-def _format_error(err: ValidationError, source: str) -> str:
-    first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    if first["type"] == "extra_forbidden":
-        parent = _section_at(first["loc"][:-1])
-        choices = f"; valid keys: {', '.join(parent.model_fields)}" if parent else ""
-        return f"{source}: unknown key '{key}'{choices}"
-    if first["type"] == "missing":
-        return f"{source}: missing key '{key}'"
-    return f"{source}: bad value for '{key}' ({first.get('input')!r}): {first['msg']}"
-
-
 def load_curate_config(path: str | Path, overrides: list[str] | None = None) -> CurateConfig:
     """Read a curation YAML, apply ``--set`` overrides, validate, resolve input paths."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"curation config not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML ({err.__class__.__name__})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: a curation config must be a mapping, got {type(data).__name__}")
-    data = apply_overrides(data, overrides or [])
+    data = apply_overrides(read_yaml_mapping(path, "curation config"), overrides or [])
     try:
         config = CurateConfig.model_validate(data)
     except ValidationError as err:
-        raise UserError(_format_error(err, str(path))) from None
+        raise UserError(format_validation_error(err, str(path), CurateConfig)) from None
     return resolve_paths(config, path.resolve().parent)
