@@ -7,6 +7,7 @@ Each multi-process run is a real launch (``accelerate launch`` with the shipped 
 import math
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -100,14 +101,29 @@ def assert_same_run(one: Path, many: Path) -> None:
             ), (ra["step"], key, x, y)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def accelerate_launch(config: Path, processes: int = 2) -> list[str]:
+    """``accelerate launch`` with a shipped config, on a free port (the configs leave it to
+    accelerate's default, which a previous test's processes may still hold)."""
+    return [
+        *(sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)),
+        *(f"--num_processes={processes}", f"--main_process_port={free_port()}"),
+        *("-m", "frugalrl", "train"),
+    ]
+
+
 def test_two_gloo_processes_end_where_one_ends(tmp_path, tiny_model_dir, task_files):
     """GRPO with the KL in the loss (reference model), IS correction, 2 processes through
     `accelerate launch` and the shipped CPU config."""
     recipe = write_recipe(tmp_path, tiny_model_dir, task_files)
     overrides = ["rollout.importance_sampling=token_truncate"]
     run_one_process(recipe, tmp_path / "one", overrides)
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_CONFIG)]
-    run_launched([*launch, "-m", "frugalrl", "train", str(recipe)], tmp_path / "two", overrides)
+    run_launched([*accelerate_launch(CPU_CONFIG), str(recipe)], tmp_path / "two", overrides)
     assert_same_run(tmp_path / "one", tmp_path / "two")
     rows = read_metrics(tmp_path / "one" / "metrics.jsonl")
     assert all(r["reward/total/std"] > 0 for r in rows)  # something to learn
@@ -139,13 +155,6 @@ def test_num_processes_with_dynamic_sampling_kl_reward_lora(tmp_path, tiny_model
     assert_same_run(tmp_path / "one", tmp_path / "two")
     rows = read_metrics(tmp_path / "one" / "metrics.jsonl")
     assert sum(r["train/dynamic_sampling_dropped_groups"] for r in rows) > 0
-
-
-def accelerate_launch(config: Path, processes: int = 2) -> list[str]:
-    return [
-        *(sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)),
-        *(f"--num_processes={processes}", "-m", "frugalrl", "train"),
-    ]
 
 
 def test_sharded_fsdp_run_ends_where_one_process_ends_and_resumes(

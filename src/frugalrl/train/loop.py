@@ -24,7 +24,7 @@ import math
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -391,15 +391,87 @@ def weights_bytes(directory: Path) -> int:
     )
 
 
+@dataclass
+class Run:
+    """A training run's live objects: built by ``start_run``, advanced one step at a time by
+    ``train``. Every data-parallel process holds one; only the main process writes files."""
+
+    config: Config  # as the run uses it: ``runnable_config`` may have turned an option off
+    dp: DataParallel
+    run_dir: Path
+    model: Any  # the policy being trained (sharded when launched so)
+    ref_model: Any  # the frozen reference for the KL term; None when β = 0
+    tokenizer: Any
+    engine: Any  # the rollout engine, sampling from ``model``'s weights
+    problems: list[Any]  # the training problems whose prompts fit data.max_prompt_tokens
+    prompt_ids: list[list[int]]  # their encoded prompts, same order
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    sampler: PromptSampler
+    guards: Guards
+    summary: dict[str, Any]  # what summary.json will say
+    step: int = 0  # steps done
+    train_seconds: float = 0.0  # time spent in steps, over every resumed session
+    best: dict[str, Any] | None = None  # the best held-out evaluation: step, accuracy, its row
+    stopped: Alarm | None = None  # the guard alarm that stopped the run
+    # Opened last, once the base evaluation is done (``start_run``):
+    scorer: RewardScorer = field(init=False)
+    logger: MetricsLogger | SilentLogger = field(init=False)
+    bar: tqdm = field(init=False)
+
+    @property
+    def summary_path(self) -> Path:
+        return self.run_dir / "summary.json"
+
+    @property
+    def evaluates_periodically(self) -> bool:
+        return bool(self.config.eval.every_steps) and self.config.eval.path is not None
+
+
 def train(config: Config, resume: bool = False) -> dict[str, Any]:
     """Train per ``config``; with ``resume``, continue from the run directory's last checkpoint.
 
     Launched as several processes (``accelerate launch``, ``frugalrl train --num-processes``),
-    it trains data-parallel (``train/distributed.py``); only the main process writes, and the
-    others return the summary too."""
+    it trains data-parallel (``train/distributed.py``); only the main process writes and returns
+    the summary (the others return {}). Processes must make matching collective calls: each helper
+    makes the same ones, in the same order, on every process."""
     wall0 = time.perf_counter()
+    run = start_run(config, resume)
+    steps = run.config.train.steps
+    interrupted = False
+    with run.logger, run.scorer, GracefulStop() as signals:
+        if run.evaluates_periodically and run.step == 0:
+            evaluate_starting_policy(run)
+        while run.step < steps:
+            metrics = train_step(run)
+            if run.evaluates_periodically and run.step % run.config.eval.every_steps == 0:
+                metrics |= periodic_eval(
+                    run.engine, run.model, run.tokenizer, run.config, run.step, run.run_dir, run.dp
+                )
+                track_best(run, metrics)
+            heed_guards(run, metrics)
+            log_step(run, metrics)
+            interrupted = stop_requested(signals, run.dp)
+            save_every = run.config.train.save_every
+            if (
+                run.step == steps
+                or (save_every and run.step % save_every == 0)
+                or interrupted
+                or run.stopped
+            ):
+                checkpoint(run)
+            if interrupted or run.stopped:
+                break
+    run.bar.close()
+    if interrupted and run.step < steps:
+        return report_interrupted(run, signals.requested)
+    return finish(run, wall0)
+
+
+def start_run(config: Config, resume: bool) -> Run:
+    """Load and check everything the run reads, then create the run directory, restore the last
+    checkpoint's state when resuming, and evaluate the base policy if asked."""
     dp = DataParallel.from_environment(pick_device(config.train.device))
-    device = dp.device
     run_dir = config.run_dir
     checkpoints = list_checkpoints(run_dir) if resume else []
     if resume and not checkpoints:
@@ -417,55 +489,13 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
         split=config.data.split,
         limit=config.data.limit,
     )
-    start_path = checkpoints[-1] if checkpoints else config.model.name_or_path
-    resume_adapters = bool(checkpoints) and config.peft is not None
-    model, tokenizer = load_policy(
-        start_path,
-        config.model.dtype,
-        device,
-        config.model.trust_remote_code,
-        config.model.gradient_checkpointing,
-        adapters="train" if resume_adapters else "merge",
-    )
-    if dp.shard_weights and config.peft is not None:
-        raise UserError("peft (LoRA) with sharded weights (FSDP) is not supported: use DDP")
-    if config.peft is not None and not resume_adapters:
-        p = config.peft
-        model = add_adapters(model, p.r, p.alpha, p.dropout, p.target_modules)
-    ref_model = None
-    if config.algo.beta > 0:
-        ref_model, _ = load_policy(
-            config.model.name_or_path, config.model.dtype, device, config.model.trust_remote_code
-        )
-        ref_model.eval().requires_grad_(False)
-    if config.train.logprob_chunk_tokens and not supports_chunked_logprobs(model):
-        warnings.warn(
-            f"{config.model.name_or_path}: logits are not lm_head(hidden state) (e.g. a soft-cap);"
-            " computing log-probs from full logits (train.logprob_chunk_tokens ignored)",
-            stacklevel=2,
-        )
-        config = config.model_copy(deep=True)
-        config.train.logprob_chunk_tokens = None
-    if dp.shard_weights and config.train.logprob_chunk_tokens:
-        # the chunked path runs the decoder and the output layer's weight outside the model's
-        # forward, where FSDP's hooks would not gather them: full logits instead
-        config = config.model_copy(deep=True)
-        config.train.logprob_chunk_tokens = None
+    model, ref_model, tokenizer = load_models(config, checkpoints[-1] if checkpoints else None, dp)
+    config = runnable_config(config, model, dp)
     model = dp.prepare(model)  # sharded (FSDP) when launched so, else as it is
     engine = ROLLOUT_ENGINES.get(config.rollout.engine)(
         model, tokenizer, batch_size=config.rollout.batch_size, **config.rollout.engine_options
     )
-
-    prompt_ids = encode_prompts(
-        problems, tokenizer, config.data.prompt_template, config.data.system_prompt
-    )
-    keep = [i for i, ids in enumerate(prompt_ids) if len(ids) <= config.data.max_prompt_tokens]
-    if not keep:
-        raise UserError(
-            f"every prompt is longer than data.max_prompt_tokens={config.data.max_prompt_tokens}"
-        )
-    problems = [problems[i] for i in keep]
-    prompt_ids = [prompt_ids[i] for i in keep]
+    problems, prompt_ids = fitting_prompts(problems, tokenizer, config)
     eval_sets(config)  # a bad held-out file or benchmark name fails now, not after training
     if config.rollback_guarded and config.eval.path is None:
         raise UserError(
@@ -481,48 +511,40 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
         (run_dir / "config.yaml").write_text(config.to_yaml())
 
     optimizer, scheduler = build_optimizer(model, config)
-    sampler = PromptSampler(len(problems), config.train.seed)
-    step = 0
-    summary_path = run_dir / "summary.json"
-    summary: dict[str, Any] = {
-        "recipe": config.name,
-        "model": config.model.name_or_path,
-        "run_dir": str(run_dir),
-        "eval": {},
-        "train_seconds": 0.0,
-    }
     g = config.guards
-    guards = Guards(g.monitors, g.window, g.max_rollbacks)
-    best: dict[str, Any] | None = None  # the best held-out evaluation: step, accuracy, its row
+    run = Run(
+        config,
+        dp,
+        run_dir,
+        model,
+        ref_model,
+        tokenizer,
+        engine,
+        problems,
+        prompt_ids,
+        optimizer,
+        scheduler,
+        sampler=PromptSampler(len(problems), config.train.seed),
+        guards=Guards(g.monitors, g.window, g.max_rollbacks),
+        summary={
+            "recipe": config.name,
+            "model": config.model.name_or_path,
+            "run_dir": str(run_dir),
+            "eval": {},
+            "train_seconds": 0.0,
+        },
+    )
     if checkpoints:
-        state = load_training_state(checkpoints[-1])
-        dp.load_optimizer_state(model, optimizer, state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        sampler.load_state_dict(state["sampler"])
-        set_rng_state(state["rng"])
-        step = state["step"]
-        if "guards" in state:  # checkpoints from before the guards have none
-            guards.load_state_dict(state["guards"])
-        best = state.get("best")
-        if summary_path.is_file():
-            summary = json.loads(summary_path.read_text())
-        summary["train_seconds"] = state.get("train_seconds", 0.0)
+        restore_training_state(run, checkpoints[-1])
 
-    if config.eval.before and "base" not in summary["eval"]:
-        with dp.full_weights(model):
-            if dp.is_main:
-                base = run_eval(engine, tokenizer, config, "base", run_dir)
-                if base is not None:
-                    summary["eval"]["base"] = {**base, "model": config.model.name_or_path}
-                summary_path.write_text(json.dumps(summary, indent=2))
-            dp.barrier()
-
-    scorer = RewardScorer(
+    if config.eval.before and "base" not in run.summary["eval"]:
+        evaluate_base_policy(run)
+    run.scorer = RewardScorer(
         [RewardSpec(r.name, r.weight, r.params) for r in config.rewards],
         workers=config.scoring.resolved_workers(),
         timeout=config.scoring.timeout_seconds,
     )
-    logger = (
+    run.logger = (
         MetricsLogger(
             run_dir,
             tensorboard=config.logging.tensorboard,
@@ -532,194 +554,310 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
         if dp.is_main
         else SilentLogger()
     )
-    train_seconds = summary["train_seconds"]
-    bar = tqdm(
+    run.train_seconds = run.summary["train_seconds"]
+    run.bar = tqdm(
         total=config.train.steps,
-        initial=step,
+        initial=run.step,
         desc="train",
         disable=not (config.logging.progress and dp.is_main),
     )
+    return run
 
-    def checkpoint(name: str | None = None) -> None:
-        # Replicated: every process holds the same state, the main one saves it. Sharded: the
-        # shards are gathered to the main process first (collectives).
-        weights, optimizer_state = dp.model_state(model), dp.optimizer_state(model, optimizer)
-        if dp.is_main:
-            save_checkpoint(
-                run_dir,
-                step,
-                model,
-                tokenizer,
-                {
-                    "optimizer": optimizer_state,
-                    "scheduler": scheduler.state_dict(),
-                    "sampler": sampler.state_dict(),
-                    "train_seconds": train_seconds,
-                    "guards": guards.state_dict(),
-                    "best": best,
-                },
-                keep=config.train.save_total_limit,
-                weights=weights,
-                name=name,
+
+def load_models(config: Config, checkpoint_dir: Path | None, dp: DataParallel):
+    """The policy (from ``checkpoint_dir`` when resuming, LoRA adapters added or reloaded), the
+    frozen reference policy when β > 0 (else None), and the tokenizer."""
+    resume_adapters = checkpoint_dir is not None and config.peft is not None
+    model, tokenizer = load_policy(
+        checkpoint_dir or config.model.name_or_path,
+        config.model.dtype,
+        dp.device,
+        config.model.trust_remote_code,
+        config.model.gradient_checkpointing,
+        adapters="train" if resume_adapters else "merge",
+    )
+    if dp.shard_weights and config.peft is not None:
+        raise UserError("peft (LoRA) with sharded weights (FSDP) is not supported: use DDP")
+    if config.peft is not None and not resume_adapters:
+        p = config.peft
+        model = add_adapters(model, p.r, p.alpha, p.dropout, p.target_modules)
+    ref_model = None
+    if config.algo.beta > 0:
+        ref_model, _ = load_policy(
+            config.model.name_or_path, config.model.dtype, dp.device, config.model.trust_remote_code
+        )
+        ref_model.eval().requires_grad_(False)
+    return model, ref_model, tokenizer
+
+
+def runnable_config(config: Config, model, dp: DataParallel) -> Config:
+    """``config``, or a copy without ``train.logprob_chunk_tokens`` where the chunked log-probs
+    would be wrong for this model or this weight layout."""
+    if config.train.logprob_chunk_tokens and not supports_chunked_logprobs(model):
+        warnings.warn(
+            f"{config.model.name_or_path}: logits are not lm_head(hidden state) (e.g. a soft-cap);"
+            " computing log-probs from full logits (train.logprob_chunk_tokens ignored)",
+            stacklevel=4,  # train()'s caller: runnable_config ← start_run ← train ← caller
+        )
+        config = config.model_copy(deep=True)
+        config.train.logprob_chunk_tokens = None
+    if dp.shard_weights and config.train.logprob_chunk_tokens:
+        # the chunked path runs the decoder and the output layer's weight outside the model's
+        # forward, where FSDP's hooks would not gather them: full logits instead
+        config = config.model_copy(deep=True)
+        config.train.logprob_chunk_tokens = None
+    return config
+
+
+def fitting_prompts(problems, tokenizer, config: Config) -> tuple[list[Any], list[list[int]]]:
+    """The problems whose encoded prompt fits ``data.max_prompt_tokens``, and those prompts."""
+    prompt_ids = encode_prompts(
+        problems, tokenizer, config.data.prompt_template, config.data.system_prompt
+    )
+    keep = [i for i, ids in enumerate(prompt_ids) if len(ids) <= config.data.max_prompt_tokens]
+    if not keep:
+        raise UserError(
+            f"every prompt is longer than data.max_prompt_tokens={config.data.max_prompt_tokens}"
+        )
+    return [problems[i] for i in keep], [prompt_ids[i] for i in keep]
+
+
+def restore_training_state(run: Run, checkpoint_dir: Path) -> None:
+    """Continue where ``checkpoint_dir`` left off: optimizer, schedule, data order, RNG, step,
+    guards, best evaluation, and the summary so far (its weights are already loaded)."""
+    state = load_training_state(checkpoint_dir)
+    run.dp.load_optimizer_state(run.model, run.optimizer, state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.sampler.load_state_dict(state["sampler"])
+    set_rng_state(state["rng"])
+    run.step = state["step"]
+    if "guards" in state:  # checkpoints from before the guards have none
+        run.guards.load_state_dict(state["guards"])
+    run.best = state.get("best")
+    if run.summary_path.is_file():
+        run.summary = json.loads(run.summary_path.read_text())
+    run.summary["train_seconds"] = state.get("train_seconds", 0.0)
+
+
+def evaluate_base_policy(run: Run) -> None:
+    """Evaluate the policy before training (``eval.before``) into the summary, written now so a
+    resumed run does not evaluate it again."""
+    with run.dp.full_weights(run.model):
+        if run.dp.is_main:
+            base = run_eval(run.engine, run.tokenizer, run.config, "base", run.run_dir)
+            if base is not None:
+                run.summary["eval"]["base"] = {**base, "model": run.config.model.name_or_path}
+            run.summary_path.write_text(json.dumps(run.summary, indent=2))
+        run.dp.barrier()
+
+
+def evaluate_starting_policy(run: Run) -> None:
+    """The starting policy is the first candidate for best: a run that degrades from its first
+    steps can still roll back to where it began."""
+    start = periodic_eval(
+        run.engine, run.model, run.tokenizer, run.config, run.step, run.run_dir, run.dp
+    )
+    track_best(run, start)
+    run.guards.observe(start)
+    run.logger.log(run.step, start)
+
+
+def train_step(run: Run) -> dict[str, float]:
+    """One step (the module docstring): sample and score, build the batch, update the policy
+    (or only advance the schedule when no group is left to train on); the step's metrics."""
+    t0 = time.perf_counter()
+    pad_id = run.tokenizer.pad_token_id
+    with run.dp.full_weights(run.model):
+        rollouts, generated, sampling = sample_step(
+            run.engine, run.sampler, run.problems, run.prompt_ids, run.config, run.scorer, run.dp
+        )
+        batch = None
+        if len(rollouts):
+            batch = build_batch(
+                rollouts, run.model, run.ref_model, pad_id, run.config, run.dp.device, run.dp
             )
-        dp.barrier()
+    if batch is not None:
+        update = policy_update(
+            run.model,
+            run.ref_model,
+            run.optimizer,
+            run.scheduler,
+            batch,
+            pad_id,
+            run.config,
+            run.dp.device,
+            run.dp,
+        )
+        run.engine.sync()
+        update = {**batch.metrics, **update}
+    else:
+        update = skip_update(run.scheduler, run.config)
+    run.step += 1
+    seconds = time.perf_counter() - t0
+    run.train_seconds += seconds
+    return {
+        **rollout_metrics(generated, run.scorer),
+        **sampling,
+        **update,
+        "time/step_seconds": seconds,
+    }
 
-    def roll_back() -> None:
-        """The best checkpoint's weights and optimizer state, a lower learning rate; the step
-        count, schedule position and data order go on."""
-        best_dir = run_dir / "checkpoints" / "best"
-        restore_weights(model, best_dir, dp)
-        dp.load_optimizer_state(model, optimizer, load_training_state(best_dir)["optimizer"])
-        scale_learning_rate(optimizer, scheduler, config.guards.rollback_lr_factor)
-        engine.sync()
-        guards.rolled_back(best["row"] if best else None)
 
-    def track_best(row: dict[str, float]) -> None:
-        """Keep the policy with the best held-out accuracy as checkpoints/best (rollbacks)."""
-        nonlocal best
-        if dp.is_main and (best is None or row["eval/accuracy"] > best["accuracy"]):
-            best = {"step": step, "accuracy": row["eval/accuracy"], "row": row}
-        best = dp.broadcast(best)
-        if best["step"] == step:
-            checkpoint("best")
+def track_best(run: Run, row: dict[str, float]) -> None:
+    """Keep the policy with the best held-out accuracy as checkpoints/best (rollbacks)."""
+    if run.dp.is_main and (run.best is None or row["eval/accuracy"] > run.best["accuracy"]):
+        run.best = {"step": run.step, "accuracy": row["eval/accuracy"], "row": row}
+    run.best = run.dp.broadcast(run.best)
+    if run.best["step"] == run.step:
+        checkpoint(run, "best")
 
-    stopped: Alarm | None = None
-    interrupted = False
-    with logger, scorer, GracefulStop() as signals:
-        if config.eval.every_steps and config.eval.path is not None and step == 0:
-            # The starting policy is the first candidate for best: a run that degrades from
-            # its first steps can still roll back to where it began.
-            start = periodic_eval(engine, model, tokenizer, config, step, run_dir, dp)
-            track_best(start)
-            guards.observe(start)
-            logger.log(step, start)
-        while step < config.train.steps:
-            t0 = time.perf_counter()
-            with dp.full_weights(model):
-                rollouts, generated, sampling = sample_step(
-                    engine, sampler, problems, prompt_ids, config, scorer, dp
-                )
-                batch = None
-                if len(rollouts):
-                    batch = build_batch(
-                        rollouts, model, ref_model, tokenizer.pad_token_id, config, device, dp
-                    )
-            if batch is not None:
-                update = policy_update(
-                    model,
-                    ref_model,
-                    optimizer,
-                    scheduler,
-                    batch,
-                    tokenizer.pad_token_id,
-                    config,
-                    device,
-                    dp,
-                )
-                engine.sync()
-                update = {**batch.metrics, **update}
-            else:
-                update = skip_update(scheduler, config)
-            step += 1
-            seconds = time.perf_counter() - t0
-            train_seconds += seconds
-            metrics = {
-                **rollout_metrics(generated, scorer),
-                **sampling,
-                **update,
-                "time/step_seconds": seconds,
-            }
-            every = config.eval.every_steps
-            if every and step % every == 0 and config.eval.path is not None:
-                metrics |= periodic_eval(engine, model, tokenizer, config, step, run_dir, dp)
-                track_best(metrics)
-            alarms = dp.broadcast(guards.observe(metrics) if dp.is_main else [])
-            for alarm in alarms:
-                if alarm.action == "rollback" and best is None:
-                    alarm = Alarm(
-                        alarm.monitor, "stop", alarm.message + " (no best checkpoint yet)"
-                    )
-                if dp.is_main and not alarm.repeated:
-                    print(f"frugalrl: step {step}: {alarm}", file=sys.stderr, flush=True)
-                if alarm.action == "warn":
-                    guards.warnings += 1
-                    continue
-                if alarm.action == "rollback":
-                    roll_back()
-                else:
-                    stopped = alarm
-                break  # a rollback or a stop settles this step
-            metrics["guards/warnings"] = float(guards.warnings)
-            metrics["guards/rollbacks"] = float(guards.rollbacks)
-            logger.log(step, metrics)
-            bar.update(1)
-            bar.set_postfix(
-                reward=f"{metrics['reward/total/mean']:.3f}",
-                acc=f"{metrics.get('train/accuracy', math.nan):.2f}",
-                len=f"{metrics['completion/length_mean']:.0f}",
-            )
-            interrupted = signals.requested is not None
-            if dp.enabled:  # every process stops after the same step
-                interrupted = dp.sum_floats({"stop": float(interrupted)})["stop"] > 0
-            if (
-                step == config.train.steps
-                or (config.train.save_every and step % config.train.save_every == 0)
-                or interrupted
-                or stopped
-            ):
-                checkpoint()
-            if interrupted or stopped:
-                break
-    bar.close()
-    if interrupted and step < config.train.steps:
-        if dp.is_main:
-            summary.update(steps=step, train_seconds=train_seconds)
-            summary["interrupted"] = {"step": step, "signal": signals.requested or "a signal"}
-            summary_path.write_text(json.dumps(summary, indent=2))
-            from frugalrl.report import write_run_report
 
-            summary["report"] = str(write_run_report(run_dir))
-        return summary if dp.is_main else {}
-    final_dir = run_dir / "final"
-    weights = dp.model_state(model)
+def heed_guards(run: Run, metrics: dict[str, float]) -> None:
+    """Show the step's metrics to the guards and act on their alarms: a warning is counted, a
+    rollback or a stop settles the step. The guards' counters join the metrics."""
+    dp = run.dp
+    alarms = dp.broadcast(run.guards.observe(metrics) if dp.is_main else [])
+    for alarm in alarms:
+        if alarm.action == "rollback" and run.best is None:
+            alarm = Alarm(alarm.monitor, "stop", alarm.message + " (no best checkpoint yet)")
+        if dp.is_main and not alarm.repeated:
+            print(f"frugalrl: step {run.step}: {alarm}", file=sys.stderr, flush=True)
+        if alarm.action == "warn":
+            run.guards.warnings += 1
+            continue
+        if alarm.action == "rollback":
+            roll_back(run)
+        else:
+            run.stopped = alarm
+        break  # a rollback or a stop settles this step
+    metrics["guards/warnings"] = float(run.guards.warnings)
+    metrics["guards/rollbacks"] = float(run.guards.rollbacks)
+
+
+def roll_back(run: Run) -> None:
+    """The best checkpoint's weights and optimizer state, a lower learning rate; the step
+    count, schedule position and data order go on."""
+    best_dir = run.run_dir / "checkpoints" / "best"
+    restore_weights(run.model, best_dir, run.dp)
+    run.dp.load_optimizer_state(
+        run.model, run.optimizer, load_training_state(best_dir)["optimizer"]
+    )
+    scale_learning_rate(run.optimizer, run.scheduler, run.config.guards.rollback_lr_factor)
+    run.engine.sync()
+    run.guards.rolled_back(run.best["row"] if run.best else None)
+
+
+def log_step(run: Run, metrics: dict[str, float]) -> None:
+    """Write the step's metrics and move the progress bar."""
+    run.logger.log(run.step, metrics)
+    run.bar.update(1)
+    run.bar.set_postfix(
+        reward=f"{metrics['reward/total/mean']:.3f}",
+        acc=f"{metrics.get('train/accuracy', math.nan):.2f}",
+        len=f"{metrics['completion/length_mean']:.0f}",
+    )
+
+
+def stop_requested(signals: GracefulStop, dp: DataParallel) -> bool:
+    """Whether a signal asked to stop, on any process: every process stops after the same step."""
+    interrupted = signals.requested is not None
+    if dp.enabled:
+        interrupted = dp.sum_floats({"stop": float(interrupted)})["stop"] > 0
+    return interrupted
+
+
+def checkpoint(run: Run, name: str | None = None) -> None:
+    """Save the weights and everything a resume needs (checkpoints/step-N, or ``name``)."""
+    # Replicated: every process holds the same state, the main one saves it. Sharded: the
+    # shards are gathered to the main process first (collectives).
+    dp = run.dp
+    weights, optimizer_state = (
+        dp.model_state(run.model),
+        dp.optimizer_state(run.model, run.optimizer),
+    )
     if dp.is_main:
-        model.save_pretrained(final_dir, **({} if weights is None else {"state_dict": weights}))
-        tokenizer.save_pretrained(final_dir)
+        save_checkpoint(
+            run.run_dir,
+            run.step,
+            run.model,
+            run.tokenizer,
+            {
+                "optimizer": optimizer_state,
+                "scheduler": run.scheduler.state_dict(),
+                "sampler": run.sampler.state_dict(),
+                "train_seconds": run.train_seconds,
+                "guards": run.guards.state_dict(),
+                "best": run.best,
+            },
+            keep=run.config.train.save_total_limit,
+            weights=weights,
+            name=name,
+        )
+    dp.barrier()
+
+
+def report_interrupted(run: Run, signal_name: str | None) -> dict[str, Any]:
+    """Stopped by a signal before the last step: the summary says where, and how to go on
+    (the checkpoint is saved); no final weights or evaluation."""
+    if not run.dp.is_main:
+        return {}
+    summary = run.summary
+    summary.update(steps=run.step, train_seconds=run.train_seconds)
+    summary["interrupted"] = {"step": run.step, "signal": signal_name or "a signal"}
+    run.summary_path.write_text(json.dumps(summary, indent=2))
+    from frugalrl.report import write_run_report
+
+    summary["report"] = str(write_run_report(run.run_dir))
+    return summary
+
+
+def finish(run: Run, wall0: float) -> dict[str, Any]:
+    """Save the final weights, evaluate them if asked, and write the summary and the report."""
+    config, dp, summary = run.config, run.dp, run.summary
+    final_dir = run.run_dir / "final"
+    weights = dp.model_state(run.model)
+    if dp.is_main:
+        run.model.save_pretrained(final_dir, **({} if weights is None else {"state_dict": weights}))
+        run.tokenizer.save_pretrained(final_dir)
         summary["saved_weights_bytes"] = weights_bytes(final_dir)
         base_dir = Path(config.model.name_or_path)
         if config.peft is not None and base_dir.is_dir():
             summary["base_weights_bytes"] = weights_bytes(base_dir)
     if config.eval.after:
-        with dp.full_weights(model):
+        with dp.full_weights(run.model):
             if dp.is_main:
-                final = run_eval(engine, tokenizer, config, "final", run_dir)
+                final = run_eval(run.engine, run.tokenizer, config, "final", run.run_dir)
                 if final is not None:
                     summary["eval"]["final"] = {**final, "model": str(final_dir)}
             dp.barrier()
     if not dp.is_main:
         return {}  # the main process reports
     summary.update(
-        steps=step,
-        train_seconds=train_seconds,
+        steps=run.step,
+        train_seconds=run.train_seconds,
         wall_seconds=summary.get("wall_seconds", 0.0) + time.perf_counter() - wall0,
     )
-    summary["guards"] = {"warnings": guards.warnings, "rollbacks": guards.rollbacks}
-    if best is not None:
+    summary["guards"] = {"warnings": run.guards.warnings, "rollbacks": run.guards.rollbacks}
+    if run.best is not None:
         summary["best"] = {
-            "step": best["step"],
-            "heldout_accuracy": best["accuracy"],
-            "checkpoint": str(run_dir / "checkpoints" / "best"),
+            "step": run.best["step"],
+            "heldout_accuracy": run.best["accuracy"],
+            "checkpoint": str(run.run_dir / "checkpoints" / "best"),
         }
-    if stopped is not None:
-        summary["stopped"] = {"step": step, "monitor": stopped.monitor, "reason": str(stopped)}
+    if run.stopped is not None:
+        summary["stopped"] = {
+            "step": run.step,
+            "monitor": run.stopped.monitor,
+            "reason": str(run.stopped),
+        }
     base, final = summary["eval"].get("base"), summary["eval"].get("final")
     if base and final:
         summary["accuracy_gain_points"] = 100 * (final["accuracy"] - base["accuracy"])
         summary["token_change_percent"] = 100 * (final["mean_tokens"] / base["mean_tokens"] - 1)
-    summary_path.write_text(json.dumps(summary, indent=2))
+    run.summary_path.write_text(json.dumps(summary, indent=2))
     from frugalrl.report import write_run_report
 
-    summary["report"] = str(write_run_report(run_dir))
+    summary["report"] = str(write_run_report(run.run_dir))
     return summary
 
 
