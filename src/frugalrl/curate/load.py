@@ -34,10 +34,13 @@ def _json_lines(path: Path) -> Iterator[Record]:
                 yield where, None, f"not valid JSON ({e})"
 
 
+_JSON_WHITESPACE = " \t\r\n"  # str.lstrip() would also strip U+2028 etc., which JSON rejects
+
+
 def _json_file(path: Path) -> Iterator[Record]:
     """A JSON array of objects, or JSON lines saved as .json (what ``to_json`` writes)."""
     text = path.read_text(encoding="utf-8-sig", errors="replace")
-    if not text.lstrip().startswith("["):
+    if not text.lstrip(_JSON_WHITESPACE).startswith("["):
         yield from _json_lines(path)
         return
     try:
