@@ -63,7 +63,7 @@ def launch_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "PYTHONWARNINGS": "ignore"}
 
 
-def run_launched(command: list[str], out: Path, overrides: list[str]) -> str:
+def run_launched(command: list[str], out: Path, overrides: list[str], exit_code: int = 0) -> str:
     """Run a launch command to the end; its standard output."""
     sets = [f"--set={o}" for o in [*overrides, f"train.output_dir={out}"]]
     done = subprocess.run(
@@ -74,7 +74,7 @@ def run_launched(command: list[str], out: Path, overrides: list[str]) -> str:
         env=launch_env(),
         check=False,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == exit_code, done.stderr[-3000:]
     return done.stdout
 
 
@@ -84,12 +84,12 @@ def weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(final / f"{name}.safetensors")
 
 
-def assert_same_run(one: Path, many: Path) -> None:
+def assert_same_run(one: Path, many: Path, steps=(1, 2, 3, 4, 5)) -> None:
     a, b = weights(one), weights(many)
     assert a.keys() == b.keys()
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-5
     ma, mb = read_metrics(one / "metrics.jsonl"), read_metrics(many / "metrics.jsonl")
-    assert [r["step"] for r in mb] == [1, 2, 3, 4, 5]  # one writer: each step logged once
+    assert [r["step"] for r in mb] == list(steps)  # one writer: each step logged once
     for ra, rb in zip(ma, mb, strict=True):
         assert ra.keys() == rb.keys()
         for key, x in ra.items():
@@ -188,16 +188,128 @@ def test_sharded_fsdp_run_ends_where_one_process_ends_and_resumes(
     assert_same_run(tmp_path / "one", run)
 
 
-def test_deepspeed_launch_and_lora_with_fsdp_are_refused(
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_zero_run_ends_where_one_process_ends_and_resumes(
+    stage, tmp_path, tiny_model_dir, task_files
+):
+    """DeepSpeed ZeRO-2 / ZeRO-3 (the shipped configs) over 2 gloo processes: the engine takes
+    the backward passes (its accumulation boundary after each step's last micro-batch, padded to
+    the same count on both processes) and the clipped AdamW steps on partitions; μ = 2 and
+    token-budget micro-batches. Then a crash after the step-4 checkpoint, resumed with the same
+    config, ends the same too (each process's optimizer partition round-trips)."""
+    pytest.importorskip("deepspeed")
+    recipe = write_recipe(tmp_path, tiny_model_dir, task_files)
+    overrides = [
+        "algo.num_iterations=2",
+        "train.micro_batch_tokens=64",
+        "train.prompts_per_step=5",
+        "train.save_every=2",
+        "optim.max_grad_norm=0.3",  # clipping does happen (grad norms reach ~0.5 here)
+    ]
+    run_one_process(recipe, tmp_path / "one", overrides)
+    config = CONFIGS / f"deepspeed-zero{stage}.yaml"
+    run = tmp_path / "zero"
+    run_launched([*accelerate_launch(config), str(recipe)], run, overrides)
+    assert_same_run(tmp_path / "one", run)
+    rows = read_metrics(tmp_path / "one" / "metrics.jsonl")
+    assert max(r["train/grad_norm"] for r in rows) > 0.3
+    assert AutoModelForCausalLM.from_pretrained(run / "final").num_parameters() > 0
+
+    shutil.rmtree(run / "checkpoints" / "step-000005")
+    shutil.rmtree(run / "final")
+    metrics = (run / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (run / "metrics.jsonl").write_text("".join(metrics[:4]))
+    resume = [*accelerate_launch(config), "--resume", str(run)]
+    subprocess.run(resume, capture_output=True, timeout=600, check=True, env=launch_env())
+    assert_same_run(tmp_path / "one", run)
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_zero_rollback_ends_where_one_process_ends(
+    stage, tmp_path, tiny_model_dir, task_files
+):
+    """A guard's rollback under DeepSpeed: the best checkpoint's weights written back into the
+    engine's (ZeRO-3: partitioned) weights and each process's optimizer partition reloaded.
+    KL above 1e-12 trips from step 2 on; the best checkpoint is the starting policy's (held-out
+    evaluation every step); one rollback at half the learning rate, then the run stops at step
+    4 (test_guards.py has this scenario in one process), on 2 processes as on one."""
+    pytest.importorskip("deepspeed")
+    recipe = write_recipe(tmp_path, tiny_model_dir, task_files)
+    overrides = [
+        f"eval.path={task_files[1]}",
+        "eval.every_steps=1",
+        "eval.every_num_problems=4",
+        "guards.max_rollbacks=1",
+        "guards.window=1",
+        "guards.monitors=[{name: kl, high: 1.0e-12, action: rollback}]",
+    ]
+    run_one_process(recipe, tmp_path / "one", overrides)
+    run = tmp_path / "zero"
+    config = CONFIGS / f"deepspeed-zero{stage}.yaml"
+    # the guard's stop exits 3 in each process; the launcher reports that as its own exit 1
+    run_launched([*accelerate_launch(config), str(recipe)], run, overrides, exit_code=1)
+    assert_same_run(tmp_path / "one", run, steps=(0, 1, 2, 3, 4))
+    rows = read_metrics(run / "metrics.jsonl")
+    assert [r.get("guards/rollbacks") for r in rows[1:]] == [0, 1, 1, 1]
+
+
+NAN_AT_STEP_2 = """
+import math, os
+from frugalrl.train import update
+
+_update, _loss, _calls = update.policy_update, update.ppo_clip_loss, []
+
+def policy_update(*args, **kwargs):
+    _calls.append(1)
+    return _update(*args, **kwargs)
+
+def ppo_clip_loss(*args, **kwargs):
+    out = _loss(*args, **kwargs)
+    if len(_calls) == 2 and os.environ.get("RANK") == "1":
+        out.loss = out.loss * math.nan
+    return out
+
+update.policy_update, update.ppo_clip_loss = policy_update, ppo_clip_loss
+"""
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_skips_a_nonfinite_update(stage, tmp_path, tiny_model_dir, task_files):
+    """A NaN loss on one process at step 2 poisons the reduced gradient: DeepSpeed skips that
+    update on every process (weights after step 2 = after step 1), train/nonfinite_updates
+    says so, and training goes on with finite weights."""
+    pytest.importorskip("deepspeed")
+    recipe = write_recipe(tmp_path, tiny_model_dir, task_files)
+    patches = tmp_path / "patches"
+    patches.mkdir()
+    (patches / "sitecustomize.py").write_text(NAN_AT_STEP_2)  # run by every launched process
+    overrides = ["train.steps=4", "train.save_every=1", "train.save_total_limit=4"]
+    overrides.append("algo.entropy_coef=0.05")  # a gradient every step, whatever the rewards
+    run = tmp_path / "zero"
+    command = [*accelerate_launch(CONFIGS / f"deepspeed-zero{stage}.yaml"), str(recipe)]
+    sets = [f"--set={o}" for o in [*overrides, f"train.output_dir={run}"]]
+    env = {**launch_env(), "PYTHONPATH": f"{patches}{os.pathsep}{ROOT / 'tests'}"}
+    subprocess.run([*command, *sets], capture_output=True, timeout=600, check=True, env=env)
+    rows = read_metrics(run / "metrics.jsonl")
+    assert [r["train/nonfinite_updates"] for r in rows] == [0, 1, 0, 0]
+    ckpt = run / "checkpoints"
+    one, two, four = (load_file(ckpt / f"step-00000{n}" / "model.safetensors") for n in (1, 2, 4))
+    for name in one:
+        torch.testing.assert_close(one[name], two[name], rtol=0, atol=0)
+        assert torch.isfinite(four[name]).all() and not torch.equal(four[name], two[name])
+
+
+def test_lora_with_sharding_and_other_zero_stages_are_refused(
     tmp_path, tiny_model_dir, task_files, monkeypatch
 ):
     recipe = write_recipe(tmp_path, tiny_model_dir, task_files)
     command = [*accelerate_launch(CONFIGS / "fsdp-zero3.yaml"), str(recipe), "--set=peft.r=4"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=launch_env())
     assert done.returncode != 0
-    assert "peft (LoRA) with sharded weights (FSDP) is not supported" in done.stderr
+    assert "peft (LoRA) with FSDP is not supported" in done.stderr
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
-    with pytest.raises(UserError, match="DeepSpeed config: not supported"):
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "1")
+    with pytest.raises(UserError, match="DeepSpeed ZeRO stage 1: frugalrl runs stage 2 or 3"):
         DataParallel.from_environment(torch.device("cpu"))
 
 

@@ -58,7 +58,8 @@ def _cmd_train(args: argparse.Namespace) -> int | None:
 def _launch_data_parallel(args: argparse.Namespace) -> int:
     """``frugalrl train`` again in ``--num-processes`` processes on this machine, through
     ``accelerate launch`` (torchrun underneath): one GPU each on CUDA, gloo on a CPU. For
-    DeepSpeed, FSDP or several machines, use ``accelerate launch --config_file`` directly."""
+    DeepSpeed, FSDP or several machines, use ``accelerate launch --config_file`` directly
+    (``accelerate_configs/``)."""
     import socket
     import subprocess
 

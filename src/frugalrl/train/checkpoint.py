@@ -98,12 +98,7 @@ def restore_weights(model, checkpoint: Path, dp) -> None:
 
     dtype = next(model.parameters()).dtype
     state = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=dtype).state_dict()
-    if dp.shard_weights:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
-        set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))
-    else:
-        model.load_state_dict(state)
+    dp.load_model_state(model, state)
 
 
 def load_training_state(checkpoint: Path) -> dict[str, Any]:

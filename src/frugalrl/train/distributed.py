@@ -23,10 +23,16 @@ between forward and backward). Sharded forward passes are collectives, so every 
 the same number: training micro-batches are padded to the same count, and everything without a
 gradient (sampling, evaluation, old-policy log-probs) runs inside ``full_weights``, where each
 process holds the whole weights and runs as many forward passes as its own share needs.
+
+DeepSpeed (``accelerate_configs/deepspeed-zero2.yaml`` / ``-zero3.yaml``): the same loop, with
+DeepSpeed's engine taking the backward passes and the optimizer step (``deepspeed_zero.py``):
+gradients and AdamW state partitioned over processes (ZeRO-2), and the weights too (ZeRO-3,
+whose forward passes are collectives like FSDP's).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -38,6 +44,12 @@ import torch
 import torch.distributed as dist
 
 from frugalrl.errors import UserError
+from frugalrl.train.deepspeed_zero import (
+    ZeroEngine,
+    engine_config,
+    launch_config,
+    launched_zero_stage,
+)
 
 T = TypeVar("T")
 
@@ -56,9 +68,11 @@ class DataParallel:
     rank: int = 0
     world: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    shard_weights: bool = False  # FSDP2: each process keeps 1/world of the weights
+    fsdp: bool = False  # FSDP2: each process keeps 1/world of the weights
     reshard_after_forward: bool = True  # ZeRO-3; False: ZeRO-2 (weights gathered until backward)
     offload: bool = False  # sharded weights and optimizer state in CPU memory
+    zero_stage: int = 0  # DeepSpeed ZeRO stage of the launch (0: no DeepSpeed)
+    zero: ZeroEngine | None = field(default=None, repr=False)  # set by ``attach_optimizer``
 
     @classmethod
     def from_environment(cls, device: torch.device) -> DataParallel:
@@ -66,10 +80,11 @@ class DataParallel:
 
         accelerate's ``PartialState`` initialises it: NCCL and one GPU per process on CUDA,
         gloo on a CPU. ``device`` is the device the recipe asked for (``train.device``)."""
-        if _env_flag("ACCELERATE_USE_DEEPSPEED"):
+        zero_stage = launched_zero_stage()
+        if zero_stage not in (0, 2, 3):
             raise UserError(
-                "launched with an accelerate DeepSpeed config: not supported; for sharded "
-                "weights use torch FSDP2 (accelerate_configs/fsdp-zero3.yaml or fsdp-zero2.yaml)"
+                f"DeepSpeed ZeRO stage {zero_stage}: frugalrl runs stage 2 or 3 "
+                "(accelerate_configs/deepspeed-zero2.yaml, deepspeed-zero3.yaml)"
             )
         if launched_processes() <= 1:
             return cls(device=device)
@@ -82,10 +97,11 @@ class DataParallel:
             state.process_index,
             state.num_processes,
             state.device,
-            shard_weights=_env_flag("ACCELERATE_USE_FSDP"),
+            fsdp=_env_flag("ACCELERATE_USE_FSDP"),
             # FSDP2 configs say true/false; FSDP1 ones name the sharding strategy
             reshard_after_forward=reshard not in ("false", "shard_grad_op", "2"),
             offload=_env_flag("FSDP_OFFLOAD_PARAMS"),
+            zero_stage=zero_stage,
         )
 
     @property
@@ -97,15 +113,29 @@ class DataParallel:
         return self.world > 1
 
     @property
+    def shard_weights(self) -> bool:
+        """Each process keeps 1/world of the weights (FSDP, ZeRO-3): forward passes with a
+        gradient are collectives."""
+        return self.fsdp or self.zero_stage == 3
+
+    @property
+    def sharding(self) -> str | None:
+        """The sharding engine, in words (None: weights, gradients, optimizer replicated)."""
+        if self.fsdp:
+            return "FSDP"
+        return f"DeepSpeed ZeRO-{self.zero_stage}" if self.zero_stage else None
+
+    @property
     def gradient_scale(self) -> float:
         """What to multiply each process's loss by for the optimizer to see the summed
-        gradient: FSDP averages gradients over processes; ``sum_gradients`` sums them."""
-        return float(self.world) if self.shard_weights else 1.0
+        gradient: FSDP and DeepSpeed average gradients over processes; ``sum_gradients`` sums."""
+        return float(self.world) if self.sharding else 1.0
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         """Shard ``model`` (FSDP2, one unit per decoder layer and one for the rest) when the
-        launch asked for sharded weights; otherwise return it as it is (replicated)."""
-        if not self.shard_weights:
+        launch asked for FSDP; otherwise return it as it is (DeepSpeed partitions it in
+        ``attach_optimizer``)."""
+        if not self.fsdp:
             return model
         from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
 
@@ -120,12 +150,56 @@ class DataParallel:
         fully_shard(model, **options)
         return model
 
+    def attach_optimizer(self, model: torch.nn.Module, optimizer, max_grad_norm: float) -> None:
+        """DeepSpeed launches: hand ``model`` and the recipe's ``optimizer`` to a DeepSpeed
+        engine, which takes the backward passes and the steps from here on."""
+        if self.zero_stage:
+            dtype = next(model.parameters()).dtype
+            config = engine_config(launch_config(), max_grad_norm, dtype)
+            self.zero = ZeroEngine(model, optimizer, config)
+
+    def training_forward(self, model: torch.nn.Module) -> torch.nn.Module:
+        """What to call for forward passes that train: ZeRO-3's engine, whose forward keeps
+        the books its gradient partitioning relies on (over several micro-batches); else
+        ``model`` itself."""
+        if self.zero is not None and self.zero.stage == 3:
+            return self.zero.engine
+        return model
+
+    def backward(self, loss: torch.Tensor, last: bool) -> None:
+        """Accumulate this micro-batch's gradient (``last``: the optimizer step's last one)."""
+        if self.zero is not None:
+            self.zero.backward(loss * self.gradient_scale, last)
+        else:
+            (loss * self.gradient_scale).backward()
+
+    def optimizer_step(self, model: torch.nn.Module, optimizer, max_grad_norm: float):
+        """Sum the gradients over processes, clip them to ``max_grad_norm`` and step, unless
+        the gradient is not finite (a NaN/inf would poison every weight). Returns the gradient
+        norm before clipping and whether the update was applied; gradients are cleared."""
+        if self.zero is not None:
+            return self.zero.step()
+        self.sum_gradients(p for p in model.parameters() if p.requires_grad)
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        if hasattr(norm, "full_tensor"):  # sharded: a DTensor over the processes' shards
+            norm = norm.full_tensor()
+        norm = float(norm)
+        applied = math.isfinite(norm)
+        if applied:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return norm, applied
+
     @contextmanager
     def full_weights(self, model: torch.nn.Module) -> Iterator[None]:
         """Inside, every process holds ``model``'s whole weights, so forward passes without a
         gradient need no collective and processes may run different numbers of them (every
         process must enter and leave together: gathering is a collective)."""
-        if not self.shard_weights:
+        if self.zero is not None:
+            with self.zero.full_weights():
+                yield
+            return
+        if not self.fsdp:
             yield
             return
         from torch.distributed.fsdp import FSDPModule
@@ -148,10 +222,19 @@ class DataParallel:
         Replicated: None (save the model as it is)."""
         if not self.shard_weights:
             return None
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+        if self.zero is not None:
+            with self.zero.full_weights():
+                state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            if not self.is_main:
+                return {}
+        else:
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                get_model_state_dict,
+            )
 
-        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        state = get_model_state_dict(model, options=options)
+            options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            state = get_model_state_dict(model, options=options)
         # A tied weight (output layer = input embeddings) is saved once, as from_pretrained
         # expects and as the replicated model's save_pretrained does.
         first: dict[int, str] = {}
@@ -160,10 +243,30 @@ class DataParallel:
                 state.pop(name, None)
         return state
 
+    def load_model_state(self, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+        """Overwrite the live ``model``'s weights with a full state dict (on every process)."""
+        if self.zero is not None:
+            with self.zero.writable_weights():
+                if self.is_main or self.zero_stage != 3:
+                    model.load_state_dict(state)
+        elif self.fsdp:
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                set_model_state_dict,
+            )
+
+            set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))
+        else:
+            model.load_state_dict(state)
+
     def optimizer_state(self, model: torch.nn.Module, optimizer) -> dict[str, Any]:
         """The optimizer's state as one process would save it (sharded: gathered whole, keyed by
-        parameter name, on the main process; a collective)."""
-        if not self.shard_weights:
+        parameter name, on the main process; DeepSpeed: every process's partition, in rank
+        order, on the main process; a collective)."""
+        if self.zero is not None:
+            partitions = self.gather_to_main(self.zero.optimizer_state())
+            return {"deepspeed_zero": self.zero_stage, "partitions": partitions}
+        if not self.fsdp:
             return optimizer.state_dict()
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions,
@@ -174,7 +277,18 @@ class DataParallel:
         return get_optimizer_state_dict(model, optimizer, options=options)
 
     def load_optimizer_state(self, model: torch.nn.Module, optimizer, state: dict) -> None:
-        if not self.shard_weights:
+        saved_stage = state.get("deepspeed_zero", 0)
+        if self.zero is not None or saved_stage:
+            partitions = state.get("partitions") or []
+            if (saved_stage, len(partitions)) != (self.zero_stage, self.world):
+                saved = f"ZeRO-{saved_stage} over {len(partitions)}" if saved_stage else "no"
+                raise UserError(
+                    f"the checkpoint's optimizer state was saved by {saved} DeepSpeed "
+                    f"process(es); resume it with the same DeepSpeed config and process count"
+                )
+            self.zero.load_optimizer_state(partitions)
+            return
+        if not self.fsdp:
             optimizer.load_state_dict(state)
             return
         from torch.distributed.checkpoint.state_dict import (
@@ -206,6 +320,14 @@ class DataParallel:
         dist.all_gather_object(out, obj)
         return out
 
+    def gather_to_main(self, obj: Any) -> list[Any]:
+        """Every process's ``obj``, in rank order, on the main process ([] on the others)."""
+        if not self.enabled:
+            return [obj]
+        out: list[Any] | None = [None] * self.world if self.is_main else None
+        dist.gather_object(obj, out, dst=0)
+        return out or []
+
     def broadcast(self, obj: T) -> T:
         """The main process's ``obj`` on every process."""
         if not self.enabled:
@@ -233,7 +355,7 @@ class DataParallel:
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        if not self.enabled or self.shard_weights:  # FSDP has reduced them in backward
+        if not self.enabled or self.fsdp:  # FSDP has reduced them in backward
             return
         bucket: list[torch.Tensor] = []
         size = 0

@@ -511,6 +511,7 @@ def start_run(config: Config, resume: bool) -> Run:
         (run_dir / "config.yaml").write_text(config.to_yaml())
 
     optimizer, scheduler = build_optimizer(model, config)
+    dp.attach_optimizer(model, optimizer, config.optim.max_grad_norm)  # DeepSpeed launches
     g = config.guards
     run = Run(
         config,
@@ -576,8 +577,8 @@ def load_models(config: Config, checkpoint_dir: Path | None, dp: DataParallel):
         config.model.gradient_checkpointing,
         adapters="train" if resume_adapters else "merge",
     )
-    if dp.shard_weights and config.peft is not None:
-        raise UserError("peft (LoRA) with sharded weights (FSDP) is not supported: use DDP")
+    if dp.sharding and config.peft is not None:
+        raise UserError(f"peft (LoRA) with {dp.sharding} is not supported: use DDP")
     if config.peft is not None and not resume_adapters:
         p = config.peft
         model = add_adapters(model, p.r, p.alpha, p.dropout, p.target_modules)
@@ -603,7 +604,7 @@ def runnable_config(config: Config, model, dp: DataParallel) -> Config:
         config.train.logprob_chunk_tokens = None
     if dp.shard_weights and config.train.logprob_chunk_tokens:
         # the chunked path runs the decoder and the output layer's weight outside the model's
-        # forward, where FSDP's hooks would not gather them: full logits instead
+        # forward, where FSDP's or ZeRO-3's hooks would not gather them: full logits instead
         config = config.model_copy(deep=True)
         config.train.logprob_chunk_tokens = None
     return config

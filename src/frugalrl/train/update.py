@@ -270,19 +270,24 @@ def policy_update(
     trained_tokens = max(1, int(counts[rows].sum())) if rows else 1
     nonfinite = 0
     padding = 0
-    if dp.shard_weights:  # sharded forward passes are collectives: as many on every process
-        padding = dp.max_int(len(plan)) - len(plan)
+    if dp.shard_weights or dp.zero is not None:
+        # Sharded forward passes, and DeepSpeed's backward passes, are collectives: as many on
+        # every process (DeepSpeed: at least one, which closes the step's accumulation).
+        floor = 1 if dp.zero is not None else 0
+        padding = dp.max_int(max(floor, len(plan))) - len(plan)
+    passes = padding + len(plan)
     model.train()
+    policy = dp.training_forward(model)
     for _ in range(a.num_iterations):
-        for _ in range(padding):  # a forward and backward that add exactly nothing
-            packed = _pack(batch, rows[:1], pad_id, device)
-            logp, _ = completion_logprobs(model, packed, config.rollout.temperature)
-            (logp.sum() * 0.0).backward()
-        for idx in plan:
+        for k in range(padding):  # a forward and backward that add exactly nothing
+            packed = _pack(batch, (rows or [0])[:1], pad_id, device)
+            logp, _ = completion_logprobs(policy, packed, config.rollout.temperature)
+            dp.backward(logp.sum() * 0.0, last=k == passes - 1)
+        for n, idx in enumerate(plan, padding + 1):
             packed = _pack(batch, idx, pad_id, device)
             width = packed["completion_mask"].shape[1]
             logp, entropy = completion_logprobs(
-                model,
+                policy,
                 packed,
                 config.rollout.temperature,
                 with_entropy=True,
@@ -326,24 +331,17 @@ def policy_update(
                 seq_weights=weights[idx],
                 is_weights=is_weights,
             )
-            (out.loss * dp.gradient_scale).backward()
+            dp.backward(out.loss, last=n == passes)
             stats["loss"] += out.loss.item()
             stats["clip_fraction"] += out.clip_fraction * share
             stats["dual_clip_fraction"] += out.dual_clip_fraction * share
             stats["kl"] += out.kl * share
             stats["entropy"] += out.entropy * share
-        dp.sum_gradients(p for p in model.parameters() if p.requires_grad)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.max_grad_norm)
-        if hasattr(grad_norm, "full_tensor"):  # sharded: a DTensor over the processes' shards
-            grad_norm = grad_norm.full_tensor()
-        stats["grad_norm"] += float(grad_norm)
         stats["lr"] += optimizer.param_groups[0]["lr"]  # what this step uses
-        if math.isfinite(float(grad_norm)):
-            optimizer.step()
-        else:  # a NaN/inf gradient would poison every weight: skip it (the guards report it)
-            nonfinite += 1
+        grad_norm, applied = dp.optimizer_step(model, optimizer, config.optim.max_grad_norm)
+        stats["grad_norm"] += grad_norm
+        nonfinite += not applied  # a skipped NaN/inf update: the guards report it
         scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
     totals = dp.sum_floats({**{k: stats[k] for k in summed}, "micro_batches": float(len(plan))})
     micro_batches = totals.pop("micro_batches")
     metrics = {f"train/{k}": v / a.num_iterations for k, v in (stats | totals).items()}
