@@ -1,0 +1,58 @@
+"""The DeepSpeed config frugalrl builds from a launch's (no processes: the pure parts)."""
+
+import json
+
+import pytest
+import torch
+
+from frugalrl.errors import UserError
+from frugalrl.train.deepspeed_zero import engine_config, launch_config, launched_zero_stage
+
+pytest.importorskip("deepspeed")
+
+
+def test_engine_config_keeps_zero_section_and_takes_the_recipes_settings():
+    launched = {
+        "train_batch_size": "auto",
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": 4,
+        "gradient_clipping": 5.0,
+        "bf16": {"enabled": "auto"},
+        "zero_optimization": {
+            "stage": 3,
+            "offload_param": {"device": "cpu"},
+            "reduce_bucket_size": "auto",
+            "stage3_prefetch_bucket_size": "auto",
+        },
+    }
+    config = engine_config(launched, max_grad_norm=0.2, dtype=torch.bfloat16)
+    assert config["zero_optimization"] == {"stage": 3, "offload_param": {"device": "cpu"}}
+    assert config["gradient_clipping"] == 0.2  # the recipe's optim.max_grad_norm
+    assert config["gradient_accumulation_steps"] == 1  # the loop sets the boundary itself
+    assert config["train_micro_batch_size_per_gpu"] == 1 and "train_batch_size" not in config
+    assert config["bf16"] == {"enabled": True, "check_grad_overflow": True}
+    fp32 = engine_config(launched, max_grad_norm=1.0, dtype=torch.float32)
+    assert "bf16" not in fp32 and "fp16" not in fp32
+
+
+@pytest.mark.parametrize("key", ["optimizer", "scheduler"])
+def test_a_deepspeed_json_with_its_own_optimizer_or_scheduler_is_refused(key):
+    launched = {"zero_optimization": {"stage": 2}, key: {"type": "AdamW", "params": {}}}
+    with pytest.raises(UserError, match=f"sets '{key}': remove it, the recipe's optim:"):
+        engine_config(launched, 1.0, torch.float32)
+
+
+def test_the_launch_is_read_through_accelerates_plugin(tmp_path, monkeypatch):
+    """What `accelerate launch` sets for a YAML config, and for a DeepSpeed JSON file."""
+    assert launched_zero_stage() == 0  # not a DeepSpeed launch
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
+    assert launched_zero_stage() == 3
+    ds_json = tmp_path / "ds.json"
+    ds_json.write_text(json.dumps({"zero_optimization": {"stage": 2, "overlap_comm": True}}))
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", str(ds_json))
+    assert launched_zero_stage() == 2
+    assert launch_config()["zero_optimization"]["overlap_comm"] is True
+    ds_json.write_text("{not json")
+    with pytest.raises(UserError, match="the launch's DeepSpeed config"):
+        launch_config()
