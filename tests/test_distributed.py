@@ -101,6 +101,15 @@ def assert_same_run(one: Path, many: Path, steps=(1, 2, 3, 4, 5)) -> None:
             ), (ra["step"], key, x, y)
 
 
+def died_after_step_4(run: Path) -> None:
+    """Make a finished 5-step run look like one that died after saving step 4: its last
+    checkpoint, final weights and step-5 metrics row are lost."""
+    shutil.rmtree(run / "checkpoints" / "step-000005")
+    shutil.rmtree(run / "final")
+    metrics = (run / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (run / "metrics.jsonl").write_text("".join(metrics[:4]))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -178,11 +187,7 @@ def test_sharded_fsdp_run_ends_where_one_process_ends_and_resumes(
     assert_same_run(tmp_path / "one", run)
     assert AutoModelForCausalLM.from_pretrained(run / "final").num_parameters() > 0
 
-    # the run dies after saving step 4: its last checkpoint and metrics rows are lost
-    shutil.rmtree(run / "checkpoints" / "step-000005")
-    shutil.rmtree(run / "final")
-    metrics = (run / "metrics.jsonl").read_text().splitlines(keepends=True)
-    (run / "metrics.jsonl").write_text("".join(metrics[:4]))
+    died_after_step_4(run)
     resume = [*accelerate_launch(CONFIGS / "fsdp-zero2.yaml"), "--resume", str(run)]
     subprocess.run(resume, capture_output=True, timeout=600, check=True, env=launch_env())
     assert_same_run(tmp_path / "one", run)
@@ -215,10 +220,7 @@ def test_deepspeed_zero_run_ends_where_one_process_ends_and_resumes(
     assert max(r["train/grad_norm"] for r in rows) > 0.3
     assert AutoModelForCausalLM.from_pretrained(run / "final").num_parameters() > 0
 
-    shutil.rmtree(run / "checkpoints" / "step-000005")
-    shutil.rmtree(run / "final")
-    metrics = (run / "metrics.jsonl").read_text().splitlines(keepends=True)
-    (run / "metrics.jsonl").write_text("".join(metrics[:4]))
+    died_after_step_4(run)
     resume = [*accelerate_launch(config), "--resume", str(run)]
     subprocess.run(resume, capture_output=True, timeout=600, check=True, env=launch_env())
     assert_same_run(tmp_path / "one", run)
