@@ -7,6 +7,7 @@ import torch
 
 from frugalrl.errors import UserError
 from frugalrl.train.deepspeed_zero import engine_config, launch_config, launched_zero_stage
+from frugalrl.train.distributed import DataParallel
 
 pytest.importorskip("deepspeed")
 
@@ -56,3 +57,12 @@ def test_the_launch_is_read_through_accelerates_plugin(tmp_path, monkeypatch):
     ds_json.write_text("{not json")
     with pytest.raises(UserError, match="the launch's DeepSpeed config"):
         launch_config()
+
+
+def test_one_process_launched_with_deepspeed_trains_without_it(monkeypatch):
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with pytest.warns(UserWarning, match="one process: nothing to partition"):
+        dp = DataParallel.from_environment(torch.device("cpu"))
+    assert dp.zero_stage == 0 and dp.sharding is None

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -87,6 +88,12 @@ class DataParallel:
                 "(accelerate_configs/deepspeed-zero2.yaml, deepspeed-zero3.yaml)"
             )
         if launched_processes() <= 1:
+            if zero_stage:
+                warnings.warn(
+                    "a DeepSpeed config launched one process: nothing to partition, training "
+                    "without DeepSpeed",
+                    stacklevel=2,
+                )
             return cls(device=device)
         from accelerate import PartialState
 
