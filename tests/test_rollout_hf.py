@@ -1,9 +1,12 @@
 """The HF rollout engines: the KV-cache sampling loop against ``model.generate``."""
 
 import collections
+import inspect
+import warnings
 
 import pytest
 import torch
+from peft import LoraConfig, get_peft_model
 
 from frugalrl.policy import load_policy
 from frugalrl.rollout import ROLLOUT_ENGINES, hf
@@ -87,3 +90,18 @@ def test_engines_return_groups_of_completions_in_prompt_order(eos_prone_policy, 
             assert 1 <= c.num_tokens <= 12
             assert c.finished == (c.token_ids[-1] == tokenizer.eos_token_id)
             assert tokenizer.eos_token_id not in c.token_ids[:-1]
+
+
+def test_sampling_loop_passes_the_cache_under_the_name_the_model_takes(eos_prone_policy):
+    # transformers 5 renamed `past_key_values` to `cache` (the old name goes in 5.40): the loop
+    # must use whichever this release's forward declares, plain or wrapped by peft.
+    model, tokenizer = eos_prone_policy
+    declared = inspect.signature(type(model).forward).parameters
+    expected = "cache" if "cache" in declared else "past_key_values"
+    assert hf.cache_keyword(model) == expected
+    lora = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
+    assert hf.cache_keyword(lora) == expected
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # a deprecated keyword fails here
+        groups = hf.HFEngine(lora, tokenizer).generate(PROMPTS[:2], 2, SamplingParams(1.0, 1.0, 8))
+    assert [len(g) for g in groups] == [2, 2]

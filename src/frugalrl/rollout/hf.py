@@ -13,6 +13,7 @@ Two engines:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -21,6 +22,13 @@ import torch
 from transformers import DynamicCache
 
 from frugalrl.rollout.base import ROLLOUT_ENGINES, Completion, SamplingParams
+
+
+def cache_keyword(model: torch.nn.Module) -> str:
+    """The forward argument that takes the KV cache: transformers 5 renamed ``past_key_values``
+    to ``cache`` and drops the old name in 5.40; older releases know only ``past_key_values``."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 class _TransformersEngine:
@@ -137,12 +145,13 @@ class HFEngine(_TransformersEngine):
             )
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
+        cache_arg = cache_keyword(self.model)
         logits = self.model(
             input_ids=ids,
             attention_mask=attention,
             position_ids=positions,
-            past_key_values=cache,
             use_cache=True,
+            **{cache_arg: cache},
             logits_to_keep=1,
         ).logits[:, -1]
         # The G samples of a prompt share its prefill: copy the cache rows instead of recomputing.
@@ -174,8 +183,8 @@ class HFEngine(_TransformersEngine):
                 input_ids=token.unsqueeze(-1),
                 attention_mask=attention,
                 position_ids=position.unsqueeze(-1),
-                past_key_values=cache,
                 use_cache=True,
+                **{cache_arg: cache},
             ).logits[:, -1]
         rows: list[list[int]] = [[] for _ in range(len(prompts) * n)]
         logprobs: list[list[float]] = [[] for _ in range(len(prompts) * n)]
