@@ -113,8 +113,8 @@ class Recorder:
         self._collect = loop.collect_rollouts
         self._update = loop.policy_update
 
-    def collect_rollouts(self, engine, problems, prompt_ids, config, scorer):
-        out = self._collect(engine, problems, prompt_ids, config, scorer)
+    def collect_rollouts(self, engine, problems, prompt_ids, config, scorer, *rest):
+        out = self._collect(engine, problems, prompt_ids, config, scorer, *rest)
         g = config.rollout.num_generations
         self.rollouts.append(
             {
@@ -127,11 +127,15 @@ class Recorder:
         )
         return out
 
-    def policy_update(self, model, ref_model, optimizer, scheduler, batch, pad_id, config, device):
+    def policy_update(
+        self, model, ref_model, optimizer, scheduler, batch, pad_id, config, device, *rest
+    ):
         rows = rows_to_train(batch, config)
         a = config.algo
         t0 = time.perf_counter()
-        out = self._update(model, ref_model, optimizer, scheduler, batch, pad_id, config, device)
+        out = self._update(
+            model, ref_model, optimizer, scheduler, batch, pad_id, config, device, *rest
+        )
         if device.type == "cuda":
             torch.cuda.synchronize()
         self.updates.append(
