@@ -1,0 +1,78 @@
+"""The scripts in `benchmarks/` at toy size: they still run against the current training loop
+(mfu.py wraps the loop's functions and once broke silently when their signatures grew), and
+the figures they print are consistent with what they measured."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_benchmark(script: str, out: Path, *args: str) -> dict:
+    result = subprocess.run(
+        [sys.executable, f"benchmarks/{script}", "--json", str(out), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def test_mfu_counts_the_tokens_it_generated_and_trained(tmp_path):
+    prompts, generations, max_tokens = 2, 2, 8
+    report = run_benchmark(
+        "mfu.py",
+        tmp_path / "mfu.json",
+        *("--steps", "2", "--prompts", str(prompts), "--generations", str(generations)),
+        *("--max-tokens", str(max_tokens), "--hidden", "32", "--intermediate", "64"),
+        *("--layers", "1", "--heads", "2", "--kv-heads", "1", "--matmul-sizes", "64"),
+        *("--threads", "1"),
+    )
+    assert len(report["per_step"]) == 2
+    for step in report["per_step"]:
+        rows = prompts * generations
+        assert step["generated_tokens"] == pytest.approx(rows * step["completion_length_mean"])
+        # β > 0 (the demo recipe's 0.04): every completion is trained, with its prompt
+        assert step["trained_fraction"] == 1.0
+        assert (
+            step["trained_tokens"] == generations * step["prompt_tokens"] + step["generated_tokens"]
+        )
+    phases = {p["phase"].split(" ")[0]: p for p in report["phases"]}
+    whole = phases["whole"]
+    assert whole["gflop_per_step"] == pytest.approx(
+        phases["generation"]["gflop_per_step"] + phases["training"]["gflop_per_step"]
+    )
+    assert 0 < whole["mfu"] < 1
+
+
+def test_step_vs_trl_replays_trls_first_batch_to_the_same_loss(tmp_path):
+    # The small config with 2 steps: both frameworks run, and frugalrl's update on TRL's first
+    # batch gives TRL's loss and gradient norm.
+    (result,) = run_benchmark(
+        "step_vs_trl.py", tmp_path / "step.json", "--configs", "small", "--steps", "2"
+    )
+    assert result["config"] == "small"
+    assert result["trained_fraction"] > 0  # a real, non-zero loss is compared
+    assert result["first_loss"]["frugalrl"] == pytest.approx(result["first_loss"]["TRL"], abs=1e-5)
+    assert result["first_loss"]["TRL"] != 0
+    norms = result["first_grad_norm"]
+    assert norms["frugalrl"] == pytest.approx(norms["TRL"], rel=1e-4)
+    for run in result["rows"].values():
+        assert run["tokens_per_second"] > 0 and run["step_seconds"] > 0
+
+
+def test_logprob_memory_chunked_values_match_the_plain_ones(tmp_path):
+    report = run_benchmark(
+        "logprob_memory.py",
+        tmp_path / "memory.json",
+        *("--vocab", "500", "--hidden", "32", "--tokens", "64", "--chunk-tokens", "16"),
+    )
+    chunked = [v for v in report["variants"] if v["chunk_tokens"]]
+    assert len(chunked) == 1 and chunked[0]["pass_values"]
+    assert max(chunked[0]["max_abs_diff"].values()) <= 1e-5
