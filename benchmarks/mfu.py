@@ -5,6 +5,13 @@ useful FLOP/s of the real training loop (``frugalrl.train.loop.train``, the demo
     python benchmarks/mfu.py [--steps 4] [--prompts 16] [--generations 8] [--max-tokens 128]
         [--hidden 512 --intermediate 1536 --layers 9 --heads 8 --kv-heads 4] [--threads N]
         [--json PATH]
+    python benchmarks/mfu.py --shape qwen2-0.5b --dtype bfloat16 --device cuda   # on a GPU
+
+``--shape qwen2-0.5b`` builds a randomly initialised model of Qwen2-0.5B's shape (hidden 896,
+24 layers, 14/2 heads, embedding of 151,936 rows, of which the demo tokenizer uses a few
+hundred: ids beyond it decode to nothing), for step time and peak memory at a real model's size
+without a model hub. The peak memory reported is the device's (``torch.cuda``) on a GPU and the
+process's peak RSS on a CPU.
 
 FLOP convention (stated in the output too): a forward costs 2·N FLOPs per token and a forward +
 backward 6·N, with N the parameters that do a matmul for that token: the non-embedding
@@ -31,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -48,11 +56,23 @@ from frugalrl.train.metrics import read_metrics
 from frugalrl.train.update import rows_to_train
 
 GOAL = 0.5
+SHAPES = {
+    "qwen2-0.5b": {
+        "hidden": 896,
+        "intermediate": 4864,
+        "layers": 24,
+        "heads": 14,
+        "kv_heads": 2,
+        "vocab": 151_936,
+    },
+}
 
 
-def matmul_peak(sizes: list[int], device: torch.device, seconds: float = 2.0) -> dict[int, float]:
-    """GFLOP/s of an fp32 n×n ``torch.mm`` per size n: the best of repetitions after a warm-up,
-    repeating for about ``seconds`` per size (at least 3 times)."""
+def matmul_peak(
+    sizes: list[int], device: torch.device, dtype: torch.dtype, seconds: float = 2.0
+) -> dict[int, float]:
+    """GFLOP/s of an n×n ``torch.mm`` in ``dtype`` per size n: the best of repetitions after a
+    warm-up, repeating for about ``seconds`` per size (at least 3 times)."""
 
     def sync() -> None:
         if device.type == "cuda":
@@ -60,9 +80,9 @@ def matmul_peak(sizes: list[int], device: torch.device, seconds: float = 2.0) ->
 
     rates = {}
     for n in sizes:
-        a = torch.randn(n, n, device=device)
-        b = torch.randn(n, n, device=device)
-        out = torch.empty(n, n, device=device)
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        out = torch.empty(n, n, device=device, dtype=dtype)
         torch.mm(a, b, out=out)  # warm-up
         sync()
         best, spent, reps = float("inf"), 0.0, 0
@@ -81,7 +101,7 @@ def build_policy(args: argparse.Namespace, root: Path):
     rows = make_split("train", 300, 0, with_traces=True)
     tokenizer = build_trace_tokenizer(rows)
     model = build_model(
-        len(tokenizer),
+        args.vocab or len(tokenizer),
         hidden_size=args.hidden,
         intermediate_size=args.intermediate,
         num_hidden_layers=args.layers,
@@ -99,6 +119,7 @@ def build_policy(args: argparse.Namespace, root: Path):
         "output_layer": head,
         "matmul_per_token": total - embedding + (head if tied else 0),
         "tied": tied,
+        "vocab": model.config.vocab_size,
     }
     return save_pretrained(model, tokenizer, root / "model"), tokenizer, counts
 
@@ -166,8 +187,18 @@ def forward_flops(n_body: int, n_head: int, tokens: int, logit_tokens: int) -> f
     return 2.0 * (n_body * tokens + n_head * logit_tokens)
 
 
+def peak_memory_mib(device: torch.device) -> float:
+    """The device's peak allocated memory on a GPU, the process's peak RSS on a CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # KiB on Linux
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--shape", choices=SHAPES, help="a real model's shape (sets the size options below)"
+    )
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--prompts", type=int, default=16, help="prompts per step")
     parser.add_argument("--generations", type=int, default=8, help="completions per prompt")
@@ -177,6 +208,12 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=9)
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--kv-heads", type=int, default=4)
+    parser.add_argument(
+        "--vocab", type=int, default=None, help="embedding rows (default: the tokenizer's)"
+    )
+    parser.add_argument(
+        "--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="model.dtype"
+    )
     parser.add_argument("--beta", type=float, default=None, help="KL β (default: recipe's 0.04)")
     parser.add_argument(
         "--micro-batch-size", type=int, default=None, help="default: the recipe's (64)"
@@ -188,13 +225,17 @@ def main() -> None:
     parser.add_argument("--matmul-sizes", type=int, nargs="+", default=[1024, 2048, 3072])
     parser.add_argument("--recipe", default="recipes/demo.yaml")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    shape, _ = parser.parse_known_args()
+    if shape.shape:
+        parser.set_defaults(**SHAPES[shape.shape])
     args = parser.parse_args()
     transformers.utils.logging.disable_progress_bar()  # saving/loading bars would split the table
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
 
-    peaks = matmul_peak(args.matmul_sizes, device)
+    dtype = getattr(torch, args.dtype)
+    peaks = matmul_peak(args.matmul_sizes, device, dtype)
     best_size = max(peaks, key=peaks.get)
     peak = peaks[best_size] * 1e9
 
@@ -214,6 +255,7 @@ def main() -> None:
             f"rollout.num_generations={args.generations}",
             f"rollout.max_completion_tokens={args.max_tokens}",
             f"train.device={args.device}",
+            f"model.dtype={args.dtype}",
             "train.save_every=0",
             "eval.before=false",
             "eval.after=false",
@@ -227,8 +269,11 @@ def main() -> None:
         if args.threads:
             overrides.append(f"train.threads={args.threads}")
         config = load_config(args.recipe, overrides)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         with Recorder() as rec:
             loop.train(config)
+        peak_memory = peak_memory_mib(device)
         metrics = read_metrics(config.run_dir / "metrics.jsonl")
 
     n_head = params["output_layer"]
@@ -300,13 +345,14 @@ def main() -> None:
 
     threads = torch.get_num_threads()
     print(
-        f"matmul peak (fp32 torch.mm, {device}, {threads} threads): "
+        f"matmul peak ({args.dtype} torch.mm, {device}, {threads} threads): "
         + ", ".join(f"n={n}: {r:.1f}" for n, r in peaks.items())
         + f" GFLOP/s; peak = {peak / 1e9:.1f} GFLOP/s (n={best_size})"
     )
     print(
         f"model: Qwen2 hidden {args.hidden}, intermediate {args.intermediate}, {args.layers} layers,"
-        f" {args.heads}/{args.kv_heads} heads, vocab {len(tokenizer)}: {params['total_unique']:,}"
+        f" {args.heads}/{args.kv_heads} heads, vocab {params['vocab']}, {args.dtype}: "
+        f"{params['total_unique']:,}"
         f" parameters, {n_body:,} non-embedding, output layer {n_head:,} (tied); "
         f"N = non-embedding + output layer = {params['matmul_per_token']:,}"
     )
@@ -338,6 +384,11 @@ def main() -> None:
             f"{100 * r['mfu']:>5.1f}% |"
         )
     step_mfu = rows[-1]["mfu"]
+    where = "GPU allocated" if device.type == "cuda" else "process RSS"
+    print(
+        f"step time {rows[-1]['seconds_per_step']:.2f} s (mean of steps "
+        f"{measured[0]['step']}-{measured[-1]['step']}); peak memory ({where}) {peak_memory:,.0f} MiB"
+    )
     print(
         f"whole-step MFU {100 * step_mfu:.1f}%: {'PASS' if step_mfu >= GOAL else 'FAIL'} "
         f"(goal ≥ {100 * GOAL:.0f}%)"
@@ -348,6 +399,11 @@ def main() -> None:
                 {
                     "benchmark": "mfu",
                     "device": str(device),
+                    "dtype": args.dtype,
+                    "peak_memory_mib": peak_memory,
+                    "peak_memory_measure": "torch.cuda.max_memory_allocated"
+                    if device.type == "cuda"
+                    else "ru_maxrss",
                     "threads": threads,
                     "matmul_gflops": {str(n): r for n, r in peaks.items()},
                     "peak_gflops": peak / 1e9,
@@ -357,7 +413,7 @@ def main() -> None:
                         "layers": args.layers,
                         "heads": args.heads,
                         "kv_heads": args.kv_heads,
-                        "vocab": len(tokenizer),
+                        "vocab": params["vocab"],
                         "parameters": params,
                     },
                     "run": {

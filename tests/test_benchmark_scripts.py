@@ -2,12 +2,16 @@
 (mfu.py wraps the loop's functions and once broke silently when their signatures grew), and
 the figures they print are consistent with what they measured."""
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from frugalrl.demo.model import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,8 +36,10 @@ def test_mfu_counts_the_tokens_it_generated_and_trained(tmp_path):
         *("--steps", "2", "--prompts", str(prompts), "--generations", str(generations)),
         *("--max-tokens", str(max_tokens), "--hidden", "32", "--intermediate", "64"),
         *("--layers", "1", "--heads", "2", "--kv-heads", "1", "--matmul-sizes", "64"),
-        *("--threads", "1"),
+        *("--threads", "1", "--vocab", "2000", "--dtype", "bfloat16"),
     )
+    assert report["dtype"] == "bfloat16" and report["model"]["vocab"] == 2000
+    assert report["peak_memory_mib"] > 0
     assert len(report["per_step"]) == 2
     for step in report["per_step"]:
         rows = prompts * generations
@@ -76,3 +82,22 @@ def test_logprob_memory_chunked_values_match_the_plain_ones(tmp_path):
     chunked = [v for v in report["variants"] if v["chunk_tokens"]]
     assert len(chunked) == 1 and chunked[0]["pass_values"]
     assert max(chunked[0]["max_abs_diff"].values()) <= 1e-5
+
+
+def test_mfu_qwen2_shape_has_qwen2_0_5b_parameter_count():
+    # The GPU measurement of issue 7 runs `mfu.py --shape qwen2-0.5b`: its model must be
+    # Qwen2-0.5B's size (494,032,768 parameters, embedding tied), built here without memory.
+    spec = importlib.util.spec_from_file_location("mfu", ROOT / "benchmarks" / "mfu.py")
+    mfu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mfu)
+    shape = mfu.SHAPES["qwen2-0.5b"]
+    with torch.device("meta"):
+        model = build_model(
+            shape["vocab"],
+            hidden_size=shape["hidden"],
+            intermediate_size=shape["intermediate"],
+            num_hidden_layers=shape["layers"],
+            num_attention_heads=shape["heads"],
+            num_key_value_heads=shape["kv_heads"],
+        )
+    assert sum(p.numel() for p in model.parameters()) == 494_032_768
