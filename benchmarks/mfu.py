@@ -96,18 +96,23 @@ def matmul_peak(
     return rates
 
 
+def build_shaped_model(shape: dict) -> torch.nn.Module:
+    """A randomly initialised Qwen2 of ``shape`` (the keys of a ``SHAPES`` entry)."""
+    return build_model(
+        shape["vocab"],
+        hidden_size=shape["hidden"],
+        intermediate_size=shape["intermediate"],
+        num_hidden_layers=shape["layers"],
+        num_attention_heads=shape["heads"],
+        num_key_value_heads=shape["kv_heads"],
+    )
+
+
 def build_policy(args: argparse.Namespace, root: Path):
     """The demo tokenizer and a Qwen2 of the requested shape, saved in HF format under root."""
     rows = make_split("train", 300, 0, with_traces=True)
     tokenizer = build_trace_tokenizer(rows)
-    model = build_model(
-        args.vocab or len(tokenizer),
-        hidden_size=args.hidden,
-        intermediate_size=args.intermediate,
-        num_hidden_layers=args.layers,
-        num_attention_heads=args.heads,
-        num_key_value_heads=args.kv_heads,
-    )
+    model = build_shaped_model({**vars(args), "vocab": args.vocab or len(tokenizer)})
     total = sum(p.numel() for p in model.parameters())  # unique tensors: the head is tied
     embedding = model.get_input_embeddings().weight.numel()
     head = model.get_output_embeddings().weight.numel()
@@ -187,11 +192,12 @@ def forward_flops(n_body: int, n_head: int, tokens: int, logit_tokens: int) -> f
     return 2.0 * (n_body * tokens + n_head * logit_tokens)
 
 
-def peak_memory_mib(device: torch.device) -> float:
-    """The device's peak allocated memory on a GPU, the process's peak RSS on a CPU."""
+def peak_memory_mib(device: torch.device) -> tuple[float, str]:
+    """The device's peak allocated memory on a GPU, the process's peak RSS on a CPU, and which
+    of the two it is."""
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # KiB on Linux
+        return torch.cuda.max_memory_allocated(device) / 2**20, "torch.cuda.max_memory_allocated"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10, "ru_maxrss"  # KiB
 
 
 def main() -> None:
@@ -273,7 +279,7 @@ def main() -> None:
             torch.cuda.reset_peak_memory_stats(device)
         with Recorder() as rec:
             loop.train(config)
-        peak_memory = peak_memory_mib(device)
+        peak_memory, memory_measure = peak_memory_mib(device)
         metrics = read_metrics(config.run_dir / "metrics.jsonl")
 
     n_head = params["output_layer"]
@@ -384,10 +390,10 @@ def main() -> None:
             f"{100 * r['mfu']:>5.1f}% |"
         )
     step_mfu = rows[-1]["mfu"]
-    where = "GPU allocated" if device.type == "cuda" else "process RSS"
     print(
         f"step time {rows[-1]['seconds_per_step']:.2f} s (mean of steps "
-        f"{measured[0]['step']}-{measured[-1]['step']}); peak memory ({where}) {peak_memory:,.0f} MiB"
+        f"{measured[0]['step']}-{measured[-1]['step']}); peak memory ({memory_measure}) "
+        f"{peak_memory:,.0f} MiB"
     )
     print(
         f"whole-step MFU {100 * step_mfu:.1f}%: {'PASS' if step_mfu >= GOAL else 'FAIL'} "
@@ -401,9 +407,7 @@ def main() -> None:
                     "device": str(device),
                     "dtype": args.dtype,
                     "peak_memory_mib": peak_memory,
-                    "peak_memory_measure": "torch.cuda.max_memory_allocated"
-                    if device.type == "cuda"
-                    else "ru_maxrss",
+                    "peak_memory_measure": memory_measure,
                     "threads": threads,
                     "matmul_gflops": {str(n): r for n, r in peaks.items()},
                     "peak_gflops": peak / 1e9,

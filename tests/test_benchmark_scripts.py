@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from frugalrl.demo.model import build_model
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -41,8 +39,8 @@ def test_mfu_counts_the_tokens_it_generated_and_trained(tmp_path):
     assert report["dtype"] == "bfloat16" and report["model"]["vocab"] == 2000
     assert report["peak_memory_mib"] > 0
     assert len(report["per_step"]) == 2
+    rows = prompts * generations
     for step in report["per_step"]:
-        rows = prompts * generations
         assert step["generated_tokens"] == pytest.approx(rows * step["completion_length_mean"])
         # β > 0 (the demo recipe's 0.04): every completion is trained, with its prompt
         assert step["trained_fraction"] == 1.0
@@ -92,12 +90,5 @@ def test_mfu_qwen2_shape_has_qwen2_0_5b_parameter_count():
     spec.loader.exec_module(mfu)
     shape = mfu.SHAPES["qwen2-0.5b"]
     with torch.device("meta"):
-        model = build_model(
-            shape["vocab"],
-            hidden_size=shape["hidden"],
-            intermediate_size=shape["intermediate"],
-            num_hidden_layers=shape["layers"],
-            num_attention_heads=shape["heads"],
-            num_key_value_heads=shape["kv_heads"],
-        )
+        model = mfu.build_shaped_model(shape)
     assert sum(p.numel() for p in model.parameters()) == 494_032_768
