@@ -1,4 +1,4 @@
-"""The ``frugalrl`` command: train | demo | curate | rewards | eval | report | export.
+"""The ``frugalrl`` command: train | demo | curate | rewards | eval | report | export | serve.
 
 User errors (bad recipe, missing file, unknown name) print one line and exit 2, no traceback.
 """
@@ -6,6 +6,7 @@ User errors (bad recipe, missing file, unknown name) print one line and exit 2, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -210,6 +211,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         settings,
         out,
         engine=args.engine,
+        engine_options=parse_options(args.engine_option, "--engine-option"),
         device=args.device,
         dtype=args.dtype,
         batch_size=args.batch_size,
@@ -219,6 +221,39 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     )
     print(summary_markdown(summary, title=summary.get("model")))
     print(f"written to {out}/ (generations.jsonl, summary.json, summary.md)", file=sys.stderr)
+
+
+def parse_options(pairs: list[str] | None, flag: str) -> dict:
+    """``KEY=VALUE`` pairs as a dict, each value read as a YAML scalar (``--option x=1``)."""
+    import yaml
+
+    options = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"{flag} {pair!r}: expected KEY=VALUE")
+        try:
+            options[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise UserError(f"{flag} {pair!r}: the value is not a YAML scalar") from None
+    return options
+
+
+def _cmd_serve(args: argparse.Namespace) -> None:
+    from frugalrl.rollout.vllm_llm import VLLMOptions
+    from frugalrl.rollout.vllm_server import serve
+
+    options = VLLMOptions.from_options(parse_options(args.option, "--option"), "--option")
+    with contextlib.suppress(KeyboardInterrupt):
+        serve(
+            args.model,
+            args.host,
+            args.port,
+            args.dtype,
+            options,
+            Path(args.token_file) if args.token_file else None,
+            Path(args.ready_file) if args.ready_file else None,
+        )
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
@@ -326,7 +361,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--system-prompt", help="replace the template's system prompt")
     p.add_argument(
-        "--engine", default="hf", help="rollout engine (hf, hf-generate; vllm with frugalrl[vllm])"
+        "--engine",
+        default="hf",
+        help="rollout engine: hf, hf-generate, vllm (colocated), vllm-server (README: vLLM)",
+    )
+    p.add_argument(
+        "--engine-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="an engine option, as rollout.engine_options in a recipe (e.g. enforce_eager=true)",
     )
     p.add_argument("--out", help="output directory (default evals/<model name>)")
     p.add_argument("--limit", type=int, help="first N problems of each benchmark")
@@ -359,6 +402,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="where report.md and frontier.png go")
     p.add_argument("--benchmark", default="overall", help="benchmark to compare (overall)")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("serve", help="serve a model with vLLM for rollout.engine vllm-server")
+    p.add_argument("model", help="model directory or hub name (the policy's starting weights)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (0: any free one)")
+    p.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), float32, ...")
+    p.add_argument(
+        "--token-file",
+        default="vllm-server.token",
+        help="where the run's token is written, mode 0600, unless FRUGALRL_SERVE_TOKEN is set",
+    )
+    p.add_argument(
+        "--option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="vLLM option: gpu_memory_utilization, max_model_len, seed, enforce_eager, "
+        "cpu_kv_cache_gib, enable_prefix_caching (rollout.engine_options of the vllm engine)",
+    )
+    p.add_argument("--ready-file", help=argparse.SUPPRESS)  # a trainer that starts the server
+    p.set_defaults(func=_cmd_serve)
     return parser
 
 

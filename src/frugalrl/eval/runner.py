@@ -146,6 +146,7 @@ def evaluate_model(
     settings: EvalSettings,
     out: Path,
     engine: str = "hf",
+    engine_options: dict[str, Any] | None = None,
     device: str = "auto",
     dtype: str = "auto",
     batch_size: int = 256,
@@ -158,7 +159,9 @@ def evaluate_model(
 
     model_dir = resolve_model_dir(model)
     policy, tokenizer = load_policy(model_dir, dtype, pick_device(device))
-    rollout = ROLLOUT_ENGINES.get(engine)(policy, tokenizer, batch_size=batch_size)
+    rollout = ROLLOUT_ENGINES.get(engine)(
+        policy, tokenizer, batch_size=batch_size, **(engine_options or {})
+    )
     meta = {"model": model_dir, "engine": engine}
     return evaluate_engine(
         rollout, tokenizer, benchmarks, settings, out, meta, workers, timeout, progress, model_dir

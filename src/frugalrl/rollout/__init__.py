@@ -1,14 +1,23 @@
 """Rollout engines: turn prompts into sampled completions behind one small interface."""
 
-from frugalrl.rollout.base import ROLLOUT_ENGINES, Completion, RolloutEngine, SamplingParams
+from frugalrl.rollout.base import (
+    ROLLOUT_ENGINES,
+    Completion,
+    EngineUnavailable,
+    RolloutEngine,
+    SamplingParams,
+)
 from frugalrl.rollout.hf import HFEngine
+from frugalrl.rollout.vllm_client import VLLMServerEngine
 from frugalrl.rollout.vllm_engine import VLLMEngine
 
 __all__ = [
     "ROLLOUT_ENGINES",
     "Completion",
+    "EngineUnavailable",
     "HFEngine",
     "RolloutEngine",
     "SamplingParams",
     "VLLMEngine",
+    "VLLMServerEngine",
 ]

@@ -6,7 +6,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from frugalrl.errors import UserError
 from frugalrl.registry import Registry
+
+
+class EngineUnavailable(UserError):
+    """The engine's server stopped, refused or hung: the loop checkpoints, then stops with
+    this one line (``--resume`` continues once the server is back)."""
 
 
 @dataclass(frozen=True)

@@ -44,14 +44,14 @@ from frugalrl.policy import add_adapters, load_policy, pick_device
 from frugalrl.rewards import RewardSpec
 from frugalrl.rewards.registry import resolve_reward
 from frugalrl.rewards.scoring import RewardScorer
-from frugalrl.rollout import ROLLOUT_ENGINES, Completion, SamplingParams
+from frugalrl.rng import rng_state, set_rng_state
+from frugalrl.rollout import ROLLOUT_ENGINES, Completion, EngineUnavailable, SamplingParams
 from frugalrl.sample import Sample
 from frugalrl.train.checkpoint import (
     list_checkpoints,
     load_training_state,
     restore_weights,
     save_checkpoint,
-    set_rng_state,
 )
 from frugalrl.train.distributed import DataParallel
 from frugalrl.train.guards import Alarm, Guards
@@ -443,7 +443,14 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
         if run.evaluates_periodically and run.step == 0:
             evaluate_starting_policy(run)
         while run.step < steps:
-            metrics = train_step(run)
+            try:
+                metrics = train_step(run)
+            except EngineUnavailable as e:
+                checkpoint(run)
+                raise EngineUnavailable(
+                    f"{e}; saved step {run.step}: continue with frugalrl train --resume "
+                    f"{run.run_dir}"
+                ) from None
             if run.evaluates_periodically and run.step % run.config.eval.every_steps == 0:
                 metrics |= periodic_eval(
                     run.engine, run.model, run.tokenizer, run.config, run.step, run.run_dir, run.dp
@@ -668,10 +675,23 @@ def train_step(run: Run) -> dict[str, float]:
     (or only advance the schedule when no group is left to train on); the step's metrics."""
     t0 = time.perf_counter()
     pad_id = run.tokenizer.pad_token_id
+    before = run.sampler.state_dict(), rng_state()
     with run.dp.full_weights(run.model):
-        rollouts, generated, sampling = sample_step(
-            run.engine, run.sampler, run.problems, run.prompt_ids, run.config, run.scorer, run.dp
-        )
+        try:
+            rollouts, generated, sampling = sample_step(
+                run.engine,
+                run.sampler,
+                run.problems,
+                run.prompt_ids,
+                run.config,
+                run.scorer,
+                run.dp,
+            )
+        except EngineUnavailable:
+            # nothing of this step is kept: the checkpoint resumes by drawing it again
+            run.sampler.load_state_dict(before[0])
+            set_rng_state(before[1])
+            raise
         batch = None
         if len(rollouts):
             batch = build_batch(
@@ -689,11 +709,12 @@ def train_step(run: Run) -> dict[str, float]:
             run.dp.device,
             run.dp,
         )
-        run.engine.sync()
         update = {**batch.metrics, **update}
     else:
         update = skip_update(run.scheduler, run.config)
-    run.step += 1
+    run.step += 1  # the step is taken: a sync that fails now checkpoints it (train())
+    if batch is not None:
+        sync_engine(run)
     seconds = time.perf_counter() - t0
     run.train_seconds += seconds
     return {
@@ -702,6 +723,13 @@ def train_step(run: Run) -> dict[str, float]:
         **update,
         "time/step_seconds": seconds,
     }
+
+
+def sync_engine(run: Run) -> None:
+    """Hand the updated weights to the rollout engine; under data parallelism every process
+    waits for it, so none samples the next step from the old weights of a shared server."""
+    run.engine.sync()
+    run.dp.barrier()
 
 
 def track_best(run: Run, row: dict[str, float]) -> None:
@@ -744,7 +772,7 @@ def roll_back(run: Run) -> None:
         run.model, run.optimizer, load_training_state(best_dir)["optimizer"]
     )
     scale_learning_rate(run.optimizer, run.scheduler, run.config.guards.rollback_lr_factor)
-    run.engine.sync()
+    sync_engine(run)
     run.guards.rolled_back(run.best["row"] if run.best else None)
 
 

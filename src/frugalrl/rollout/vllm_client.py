@@ -1,0 +1,337 @@
+"""``rollout.engine: vllm-server``: sample from a vLLM server in another process.
+
+The trainer either connects to a server you started (``frugalrl serve MODEL``, then
+``engine_options: {url: http://127.0.0.1:8000, token_file: vllm-server.token}``), or, with
+no ``url``, starts one itself on a free local port with a fresh token, using ``python`` (so vLLM
+may live in a virtual environment of its own) and stops it when training ends.
+
+After every optimizer step ``sync`` sends the policy's weights (LoRA merged) through vLLM's
+weight-transfer routes, the tensors over a gloo group (``rollout/gloo_transfer.py``); only the
+main training process sends. A server that dies, refuses or hangs past ``timeout_seconds``
+raises ``EngineUnavailable``: the loop saves a checkpoint and stops with that one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import weakref
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from frugalrl.errors import UserError
+from frugalrl.rollout.base import ROLLOUT_ENGINES, Completion, EngineUnavailable, SamplingParams
+from frugalrl.rollout.gloo_transfer import SENDER, WeightsMetadata, open_group, send_weights
+from frugalrl.rollout.vllm_llm import VLLMOptions, completion_from_tokens
+from frugalrl.rollout.vllm_server import TOKEN_ENV
+from frugalrl.rollout.vllm_weights import merged_weights
+
+
+@dataclass(frozen=True)
+class ServerEngineOptions:
+    """``rollout.engine_options`` of ``vllm-server``."""
+
+    # The server's address; None: start one here (``python -m frugalrl serve``).
+    url: str | None = None
+    # The server's token, or the file ``frugalrl serve --token-file`` wrote it to.
+    token: str | None = None
+    token_file: str | None = None
+    # A request (generation of one step's batch, one weight update) taking longer than this
+    # means the server hung: the run checkpoints and stops.
+    timeout_seconds: float = 1800.0
+    # How long a server started here may take to load the model and listen.
+    startup_seconds: float = 600.0
+    # The interpreter that runs a server started here (a venv with vLLM, e.g. .venv-vllm).
+    python: str = sys.executable
+    # VLLMOptions for a server started here (enforce_eager, max_model_len, ...).
+    server_options: dict[str, Any] = field(default_factory=dict)
+    # The address this trainer's end of the weight-transfer group listens on, reachable from
+    # the server (another host's server needs this host's address).
+    transfer_host: str = "127.0.0.1"
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> ServerEngineOptions:
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise UserError(
+                f"rollout.engine_options: unknown option {unknown[0]!r} for vllm-server; "
+                f"valid: {sorted(known)}"
+            )
+        opts = cls(**options)
+        VLLMOptions.from_options(opts.server_options, "rollout.engine_options.server_options")
+        return opts
+
+
+def training_rank() -> tuple[int, int]:
+    """(rank, world size) of this training process."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class ServerClient:
+    """JSON over HTTP to ``frugalrl serve``, with the run's token."""
+
+    def __init__(self, url: str, token: str, timeout: float) -> None:
+        self.url, self.token, self.timeout = url.rstrip("/"), token, timeout
+
+    def post(self, route: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        request = urllib.request.Request(
+            f"{self.url}/{route}",
+            data=json.dumps(body or {}).encode(),
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
+        return self._send(request, route)
+
+    def health(self, timeout: float | None = None) -> dict[str, Any]:
+        return self._send(urllib.request.Request(f"{self.url}/health"), "health", timeout)
+
+    def _send(self, request, route: str, timeout: float | None = None) -> dict[str, Any]:
+        try:
+            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as e:
+            detail = e.read().decode(errors="replace")
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                detail = json.loads(detail)["error"]
+            raise EngineUnavailable(f"vllm-server {self.url}/{route}: {e.code} {detail}") from None
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise EngineUnavailable(
+                f"vllm-server {self.url}/{route}: {reason} (the server stopped or hung)"
+            ) from None
+
+    # vLLM's weight-sync client protocol (VLLMWeightSyncClient): the same four calls
+    def init_weight_transfer_engine(self, init_info: dict[str, Any]) -> None:
+        self.post("init_weight_transfer_engine", {"init_info": init_info})
+
+    def start_weight_update(self) -> None:
+        self.post("start_weight_update")
+
+    def update_weights(self, update_info: dict[str, Any]) -> None:
+        self.post("update_weights", {"update_info": update_info})
+
+    def finish_weight_update(self, weight_version: int | None = None) -> None:
+        self.post("finish_weight_update", {"weight_version": weight_version})
+
+
+def _die_with_parent() -> None:
+    """In the server's child process: SIGTERM it when the trainer dies (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class LocalServer:
+    """A ``frugalrl serve`` child process started by the trainer, stopped with it."""
+
+    def __init__(self, model_dir: str, dtype: str, opts: ServerEngineOptions) -> None:
+        self.token = os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(32)
+        self.dir = Path(tempfile.mkdtemp(prefix="frugalrl-serve-"))
+        self.log = self.dir / "server.log"
+        ready = self.dir / "ready.json"
+        command = [opts.python, "-m", "frugalrl", "serve", model_dir, "--port", "0"]
+        command += ["--dtype", dtype, "--ready-file", str(ready)]
+        for key, value in opts.server_options.items():
+            command += ["--option", f"{key}={json.dumps(value)}"]
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, TOKEN_ENV: self.token},
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            )
+        self._finalizer = weakref.finalize(self, _stop, self.process)
+        self.url = self._wait_ready(ready, opts.startup_seconds)
+
+    def _wait_ready(self, ready: Path, seconds: float) -> str:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if ready.is_file():
+                return json.loads(ready.read_text())["url"]
+            if self.process.poll() is not None:
+                raise UserError(
+                    f"vllm-server exited with code {self.process.returncode} while starting: "
+                    f"{self.last_log_line()} (log: {self.log})"
+                )
+            time.sleep(0.2)
+        self.stop()
+        raise UserError(f"vllm-server did not listen within {seconds:.0f} s (log: {self.log})")
+
+    def last_log_line(self) -> str:
+        lines = [line for line in self.log.read_text(errors="replace").splitlines() if line]
+        errors = [line for line in lines if "Error" in line or "error:" in line]
+        return (errors or lines or ["(no output)"])[-1].strip()
+
+    def stop(self) -> None:
+        self._finalizer()
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@ROLLOUT_ENGINES.register("vllm-server")
+class VLLMServerEngine:
+    """Sampling on a vLLM server holding the policy's current weights (module docstring)."""
+
+    def __init__(self, model, tokenizer, batch_size: int = 256, **engine_options: Any) -> None:
+        self.opts = ServerEngineOptions.from_options(engine_options)
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.rank, world = training_rank()
+        self.server: LocalServer | None = None
+        if self.opts.url is None:
+            if world > 1:
+                raise UserError(
+                    "rollout.engine 'vllm-server' with several training processes: start the "
+                    "server first (frugalrl serve MODEL) and set rollout.engine_options.url"
+                )
+            base = getattr(model, "get_base_model", lambda: model)()
+            dtype = str(base.dtype).removeprefix("torch.")
+            self.server = LocalServer(base.config.name_or_path, dtype, self.opts)
+            url, token = self.server.url, self.server.token
+        else:
+            url, token = self.opts.url, self._token()
+        self.client = ServerClient(url, token, self.opts.timeout_seconds)
+        self.client.health(timeout=30)
+        self.weight_version = 0
+        self.group = self._open_transfer() if self.rank == 0 else None
+        self.sync()  # the server may hold other weights (a resumed run, another run's)
+
+    def _token(self) -> str:
+        if self.opts.token:
+            return self.opts.token
+        if self.opts.token_file:
+            try:
+                return Path(self.opts.token_file).read_text().strip()
+            except OSError as e:
+                raise UserError(f"rollout.engine_options.token_file: {e}") from None
+        if os.environ.get(TOKEN_ENV):
+            return os.environ[TOKEN_ENV]
+        raise UserError(
+            "rollout.engine_options: a vllm-server url needs its token (token, token_file, or "
+            f"{TOKEN_ENV})"
+        )
+
+    def _open_transfer(self):
+        """Rendezvous with the server: it joins (an HTTP call, answered once it has) while
+        this process hosts the group's store."""
+        port = free_port(self.opts.transfer_host)
+        info = {
+            "master_address": self.opts.transfer_host,
+            "master_port": port,
+            "timeout_seconds": self.opts.timeout_seconds,
+        }
+        with _Call(self.client.init_weight_transfer_engine, info) as call:
+            group = open_group(self.opts.transfer_host, port, SENDER, self.opts.timeout_seconds)
+        call.result()
+        return group
+
+    def sync(self) -> None:
+        """Send the policy's current weights (main training process only)."""
+        if self.group is None:
+            return
+        self.weight_version += 1
+        metadata = WeightsMetadata.of(merged_weights(self.model))
+        self.client.start_weight_update()
+        with _Call(self.client.update_weights, asdict(metadata)) as call:
+            try:
+                send_weights(self.group, merged_weights(self.model))
+            except RuntimeError as e:  # gloo: the peer went away or timed out
+                raise EngineUnavailable(
+                    f"vllm-server {self.client.url}: weight transfer failed ({e})"
+                ) from None
+        call.result()
+        self.client.finish_weight_update(self.weight_version)
+
+    def generate(
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        n: int,
+        params: SamplingParams,
+        seeds: Sequence[int] | None = None,
+    ) -> list[list[Completion]]:
+        reply = self.client.post(
+            "generate",
+            {
+                "prompts": [list(p) for p in prompt_ids],
+                "n": n,
+                "temperature": params.temperature,
+                "top_p": params.top_p,
+                "max_tokens": params.max_new_tokens,
+                "seeds": None if seeds is None else [int(s) for s in seeds],
+            },
+        )
+        eos, decode = self.tokenizer.eos_token_id, self.tokenizer.decode
+        return [
+            [
+                completion_from_tokens(
+                    s["token_ids"], s["logprobs"], s["finish_reason"], eos, decode
+                )
+                for s in group
+            ]
+            for group in reply["groups"]
+        ]
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+
+class _Call:
+    """``fn(arg)`` on a thread for the length of a ``with`` block: an HTTP call that only
+    returns once this process has done its side of a collective (rendezvous, broadcast)."""
+
+    def __init__(self, fn, arg) -> None:
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(fn, arg), daemon=True)
+
+    def _run(self, fn, arg) -> None:
+        try:
+            fn(arg)
+        except BaseException as e:  # re-raised in the caller's thread by result()
+            self.error = e
+
+    def __enter__(self) -> _Call:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None:
+            self.thread.join()
+
+    def result(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
