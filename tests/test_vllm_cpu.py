@@ -191,7 +191,7 @@ def recipe(model_dir, task_files, tmp_path, engine: str, steps: int = 2):
 
 @pytest.mark.parametrize("engine", ["vllm", "vllm-server"])
 def test_train_with_vllm(model_dirs, task_files, tmp_path, engine):
-    from frugalrl.train import train
+    from frugalrl.train.loop import train
 
     summary = train(recipe(model_dirs["tied"], task_files, tmp_path, engine))
     assert summary["steps"] == 2
@@ -207,7 +207,7 @@ def test_a_server_that_dies_mid_run_checkpoints_and_resumes(
     model_dirs, task_files, tmp_path, monkeypatch
 ):
     from frugalrl.rollout import vllm_client
-    from frugalrl.train import train
+    from frugalrl.train.loop import train
 
     config = recipe(model_dirs["tied"], task_files, tmp_path, "vllm-server", steps=3)
     config.eval.before = config.eval.after = False
