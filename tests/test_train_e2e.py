@@ -159,3 +159,47 @@ def test_periodic_heldout_evaluation(tiny_overrides, tmp_path):
     report = (run / "report.md").read_text()
     assert "## Held-out accuracy by step" in report
     assert "| 0 (base) |" in report and "| 2 |" in report and "| 4 |" in report
+
+
+def test_an_engine_that_goes_away_checkpoints_and_resumes_exactly(
+    tiny_overrides, tmp_path, monkeypatch
+):
+    """A rollout server that dies as step 3 samples: the run saves step 2 (the draw of step 3
+    undone), stops with one line, and ``--resume`` ends with the uninterrupted run's weights."""
+    from frugalrl.errors import UserError
+    from frugalrl.rollout import EngineUnavailable, HFEngine
+
+    no_eval = ["eval.before=false", "eval.after=false", "train.save_every=3"]
+    straight = load_config(
+        "recipes/demo.yaml", [*tiny_overrides, *no_eval, f"train.output_dir={tmp_path / 'a'}"]
+    )
+    loop.train(straight)
+
+    real, calls = HFEngine.generate, []
+
+    def dies_on_third_step(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            # what the server client raises when the server is gone
+            raise EngineUnavailable("vllm-server http://127.0.0.1:1/generate: connection refused")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(HFEngine, "generate", dies_on_third_step)
+    config = load_config(
+        "recipes/demo.yaml", [*tiny_overrides, *no_eval, f"train.output_dir={tmp_path / 'b'}"]
+    )
+    try:
+        loop.train(config)
+        raise AssertionError("the run went on without its engine")
+    except UserError as e:
+        message = str(e)
+    assert "\n" not in message and "connection refused" in message
+    assert f"saved step 2: continue with frugalrl train --resume {tmp_path / 'b'}" in message
+    assert [p.name for p in (tmp_path / "b" / "checkpoints").iterdir()] == ["step-000002"]
+    monkeypatch.setattr(HFEngine, "generate", real)
+    loop.train(config, resume=True)
+
+    a = AutoModelForCausalLM.from_pretrained(tmp_path / "a" / "final").state_dict()
+    b = AutoModelForCausalLM.from_pretrained(tmp_path / "b" / "final").state_dict()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)

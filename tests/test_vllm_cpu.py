@@ -7,12 +7,12 @@ tied and untied output layers and LoRA; the same seeds give the same samples; a 
 mid-run. Skipped where vLLM is not installed (the default test venv)."""
 
 import importlib.util
-from importlib.resources import files
 import json
 import os
 import signal
 import urllib.error
 import urllib.request
+from importlib.resources import files
 
 import pytest
 import torch
@@ -195,7 +195,9 @@ def test_train_with_vllm(model_dirs, task_files, tmp_path, engine):
 
     summary = train(recipe(model_dirs["tied"], task_files, tmp_path, engine))
     assert summary["steps"] == 2
-    rows = [json.loads(line) for line in open(tmp_path / engine / "metrics.jsonl")]
+    rows = [
+        json.loads(line) for line in (tmp_path / engine / "metrics.jsonl").read_text().splitlines()
+    ]
     train_rows = [r for r in rows if "completion/length_mean" in r]
     assert len(train_rows) == 2
     # vLLM sampled from the trainer's weights: its log-probs are the trainer's
@@ -268,5 +270,5 @@ def test_eval_with_the_vllm_engine(model_dirs, task_files, tmp_path):
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["engine"] == "vllm"
-    rows = [json.loads(line) for line in open(out / "generations.jsonl")]
+    rows = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
     assert len(rows) == 2 * 6  # 6 held-out problems × 2 samples

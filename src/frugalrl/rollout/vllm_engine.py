@@ -49,21 +49,30 @@ class VLLMEngine:
         base = base_model(model)
         self.llm = build_llm(base.config.name_or_path, base.dtype, self.options)
         self.sleeps = sleep_mode(self.options)
+        self.awake = {"weights", "kv_cache"}  # what of vLLM is on the GPU (sleep mode)
         self.syncs = 0
         self.sync()  # the policy may already differ from the checkpoint on disk (resume, LoRA)
-        if self.sleeps:
-            self.llm.sleep(level=1)
+        self._sleep()
+
+    def _sleep(self) -> None:
+        if self.sleeps and self.awake:
+            self.llm.sleep(level=1)  # weights to CPU memory, KV cache freed: training's turn
+            self.awake = set()
+
+    def _wake(self, *tags: str) -> None:
+        missing = [t for t in tags if t not in self.awake]
+        if missing:
+            self.llm.wake_up(tags=missing)
+            self.awake.update(missing)
 
     def sync(self) -> None:
-        """Load the policy's current weights into vLLM."""
-        if self.sleeps:
-            self.llm.wake_up(tags=["weights"])  # written weights must be resident
+        """Load the policy's current weights into vLLM (weights woken first, as TRL does; the
+        KV cache wakes when the next generation needs it)."""
+        self._wake("weights")
         # in-process, the worker reads the generator itself: LoRA stays merged while it loads
         self.llm.collective_rpc(reload_in_place, args=(merged_weights(self.model),))
-        self.llm.reset_prefix_cache()
+        self.llm.reset_prefix_cache()  # its blocks hold the old weights' keys and values
         self.syncs += 1
-        if self.sleeps:
-            self.llm.sleep(level=1)
 
     @torch.no_grad()
     def generate(
@@ -73,8 +82,7 @@ class VLLMEngine:
         params: SamplingParams,
         seeds: Sequence[int] | None = None,
     ) -> list[list[Completion]]:
-        if self.sleeps:
-            self.llm.wake_up()
+        self._wake("weights", "kv_cache")
         try:
             outputs = self.llm.generate(
                 [{"prompt_token_ids": list(p)} for p in prompt_ids],
@@ -82,7 +90,6 @@ class VLLMEngine:
                 use_tqdm=False,
             )
         finally:
-            if self.sleeps:
-                self.llm.sleep(level=1)
+            self._sleep()
         eos, decode = self.tokenizer.eos_token_id, self.tokenizer.decode
         return [[completion_from_output(o, eos, decode) for o in out.outputs] for out in outputs]
