@@ -99,7 +99,7 @@ def run_one(
 
     model_dir, data, params = build(model, root)
     spec = MODELS[model]
-    vllm_options = {"enforce_eager": not compile_, "max_model_len": 1024, "cpu_kv_cache_gib": 4}
+    vllm_options = {"enforce_eager": not compile_, "cpu_kv_cache_gib": 4}
     options = {
         "hf": {},
         "vllm": vllm_options,

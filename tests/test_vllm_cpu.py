@@ -142,6 +142,12 @@ def test_bad_engine_option_is_one_line(model_dirs):
         ROLLOUT_ENGINES.get("vllm")(model, tokenizer, gpu_mem=0.5)
     with pytest.raises(UserError, match="unknown option 'urll' for vllm-server"):
         ROLLOUT_ENGINES.get("vllm-server")(model, tokenizer, urll="http://x")
+    with pytest.raises(UserError) as too_long:  # vLLM's own check, reduced to one line
+        ROLLOUT_ENGINES.get("vllm")(model, tokenizer, **{**ENGINE_OPTIONS, "max_model_len": 4096})
+    assert "\n" not in str(too_long.value)
+    assert "vLLM cannot start" in str(too_long.value) and "max_model_len (4096)" in str(
+        too_long.value
+    )
 
 
 def test_server_refuses_requests_without_the_token(model_dirs):

@@ -23,7 +23,7 @@ from frugalrl.rollout.gloo_transfer import (
     send_weights,
 )
 from frugalrl.rollout.vllm_client import ServerEngineOptions, free_port
-from frugalrl.rollout.vllm_llm import VLLMOptions, completion_from_output
+from frugalrl.rollout.vllm_llm import VLLMOptions, completion_from_output, vllm_reason
 from frugalrl.rollout.vllm_server import TOKEN_ENV, serve_token
 from frugalrl.rollout.vllm_weights import merged_weights, vllm_weight_name
 
@@ -222,3 +222,21 @@ def test_sleep_mode_wakes_weights_before_writing_them(tiny_model_dir, monkeypatc
         ("load",),
         ("reset_prefix_cache",),
     ]
+
+
+def test_a_vllm_startup_error_is_reduced_to_its_reason():
+    pydantic_style = ValueError(
+        "1 validation error for ModelConfig\n"
+        "  Value error, User-specified max_model_len (1024) is greater than the derived "
+        "max_model_len (max_position_embeddings=512). To allow overriding this maximum, set "
+        "the env var. [type=value_error, input_value=ArgsKwargs]\n"
+        "    For further information visit https://errors.pydantic.dev/2.14/v/value_error"
+    )
+    assert vllm_reason(pydantic_style) == (
+        "User-specified max_model_len (1024) is greater than the derived max_model_len "
+        "(max_position_embeddings=512)"
+    )
+    assert vllm_reason(ValueError("dtype 'float8' is not supported")) == (
+        "dtype 'float8' is not supported"
+    )
+    assert vllm_reason(ValueError()) == "ValueError"

@@ -59,7 +59,9 @@ class RolloutConfig(_Section):
         "hf",
         description="Generation engine by name: 'hf' (KV-cache sampling on the training model, "
         "prompts prefilled once per group, finished samples leave the batch), 'hf-generate' "
-        "(transformers generate, for caches 'hf' does not handle).",
+        "(transformers generate, for caches 'hf' does not handle), 'vllm' (vLLM in this process "
+        "on the training GPU, weights reloaded after each step), 'vllm-server' (vLLM in its own "
+        "process, `frugalrl serve`, weights sent after each step). README: vLLM rollouts.",
     )
     num_generations: int = Field(
         6, ge=2, description="G completions per prompt; open-rs uses 6 (a group needs ≥ 2)."
@@ -74,8 +76,13 @@ class RolloutConfig(_Section):
     )
     engine_options: dict[str, Any] = Field(
         default_factory=dict,
-        description="Keyword arguments for the engine, e.g. for vllm: gpu_memory_utilization "
-        "(0.3), max_model_len, seed, sleep (true: release the GPU between phases).",
+        description="Options of the engine. vllm: gpu_memory_utilization (0.3), max_model_len, "
+        "seed, sleep (true: free the GPU between phases, where vLLM has sleep mode), "
+        "enforce_eager, cpu_kv_cache_gib, enable_prefix_caching, llm_kwargs "
+        "(frugalrl.rollout.vllm_llm.VLLMOptions). vllm-server: url (none: start a server "
+        "here), token or token_file, timeout_seconds, startup_seconds, python, "
+        "server_options (the vllm options), transfer_host "
+        "(frugalrl.rollout.vllm_client.ServerEngineOptions).",
     )
     importance_sampling: str | None = Field(
         None,

@@ -105,11 +105,23 @@ def build_llm(
     state, threads, set_threads = rng_state(), torch.get_num_threads(), torch.set_num_threads
     try:
         llm = vllm.LLM(**kwargs)
+    except (ValueError, TypeError) as e:  # vLLM's config checks (pydantic errors included)
+        raise UserError(f"vLLM cannot start on {model_dir}: {vllm_reason(e)}") from None
     finally:
         torch.set_num_threads = set_threads
         set_threads(threads)
         set_rng_state(state)
     return llm
+
+
+def vllm_reason(error: Exception) -> str:
+    """The sentence of a vLLM start-up error that says what is wrong, on one line (pydantic's
+    "Value error, ..." line when there is one)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    reason = next((line for line in lines if line.startswith("Value error,")), lines[-1])
+    return reason.removeprefix("Value error,").strip().split(" [type=")[0].split(". ")[0]
 
 
 def sleep_mode(options: VLLMOptions) -> bool:
