@@ -278,3 +278,22 @@ def test_eval_with_the_vllm_engine(model_dirs, task_files, tmp_path):
     assert summary["engine"] == "vllm"
     rows = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
     assert len(rows) == 2 * 6  # 6 held-out problems × 2 samples
+
+
+def test_the_engines_benchmark_runs(tmp_path, monkeypatch):
+    """benchmarks/engines.py at toy size (2 steps of the demo shape, a smaller batch)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "engines.py"
+    spec = importlib.util.spec_from_file_location("engines", path)
+    engines = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(engines)
+    monkeypatch.setitem(
+        engines.MODELS, "demo", {"shape": {}, "prompts": 2, "generations": 2, "max_tokens": 8}
+    )
+    result = engines.run_one("demo", "vllm", 2, False, tmp_path)
+    assert result["engine"] == "vllm" and result["steps_timed"] == 1
+    assert 2 * 2 <= result["completion_tokens_per_step"] <= 2 * 2 * 8
+    assert result["step_seconds"] > result["generation_seconds"] > 0
+    assert "| demo (0.36M) | vllm |" in engines.table([result])
