@@ -297,3 +297,60 @@ def test_the_engines_benchmark_runs(tmp_path, monkeypatch):
     assert 2 * 2 <= result["completion_tokens_per_step"] <= 2 * 2 * 8
     assert result["step_seconds"] > result["generation_seconds"] > 0
     assert "| demo (0.36M) | vllm |" in engines.table([result])
+
+
+def test_two_training_processes_share_one_server(model_dirs, task_files, tmp_path):
+    """open-rs's layout in miniature: `frugalrl serve` on its own, two data-parallel training
+    processes (gloo) sampling from it, only the main one sending weights. Same seeds, same
+    samples: the run ends with the weights of one process trained against the same server."""
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.torch import load_file
+
+    from frugalrl.rollout.vllm_client import free_port
+
+    port, token_file = free_port("127.0.0.1"), tmp_path / "server.token"
+    env = {k: v for k, v in os.environ.items() if k != "FRUGALRL_SERVE_TOKEN"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "frugalrl", "serve", str(model_dirs["tied"]), "--port", str(port)]
+        + ["--token-file", str(token_file), "--option", "enforce_eager=true"]
+        + ["--option", "max_model_len=256", "--option", "cpu_kv_cache_gib=1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
+                    break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "no server"
+                time.sleep(0.5)
+        options = {"url": f"http://127.0.0.1:{port}", "token_file": str(token_file)}
+        config = recipe(model_dirs["tied"], task_files, tmp_path, "vllm-server")
+        recipe_file = tmp_path / "recipe.yaml"
+        config.rollout.engine_options = options
+        config.eval.before = config.eval.after = False
+        runs = {}
+        for processes in (1, 2):
+            out = tmp_path / f"p{processes}"
+            config.train.output_dir = str(out)
+            recipe_file.write_text(config.to_yaml())
+            done = subprocess.run(
+                [sys.executable, "-m", "frugalrl", "train", str(recipe_file)]
+                + ["--num-processes", str(processes)],
+                capture_output=True,
+                text=True,
+                timeout=600,
+                env=env,
+            )
+            assert done.returncode == 0, done.stderr[-2000:]
+            runs[processes] = load_file(out / "final" / "model.safetensors")
+        assert max((runs[1][k] - runs[2][k]).abs().max().item() for k in runs[1]) <= 1e-5
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
