@@ -1,6 +1,7 @@
 """The training loop end to end on a tiny model: files, metrics, checkpoints, exact resume."""
 
 import json
+from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -203,3 +204,30 @@ def test_an_engine_that_goes_away_checkpoints_and_resumes_exactly(
     b = AutoModelForCausalLM.from_pretrained(tmp_path / "b" / "final").state_dict()
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+
+
+def test_an_engine_with_its_own_weights_is_refused_under_sharding(tiny_overrides, monkeypatch):
+    """vLLM engines copy the full weights after each step; under ZeRO-3/FSDP a process holds a
+    shard: a one-line error before anything is written."""
+    import pytest
+
+    from frugalrl.errors import UserError
+    from frugalrl.rollout import HFEngine
+    from frugalrl.train.distributed import DataParallel
+
+    real = DataParallel.from_environment
+
+    def zero3(*args, **kwargs):
+        dp = real(*args, **kwargs)
+        dp.zero_stage = 3  # as a DeepSpeed ZeRO-3 launch sets it
+        return dp
+
+    monkeypatch.setattr(DataParallel, "from_environment", staticmethod(zero3))
+    monkeypatch.setattr(HFEngine, "copies_weights", True, raising=False)  # as the vLLM engines
+    config = load_config("recipes/demo.yaml", tiny_overrides)
+    with pytest.raises(
+        UserError,
+        match="copies the policy.s weights after each step, which DeepSpeed ZeRO-3 shards",
+    ):
+        loop.train(config)
+    assert not (Path(run_dir_of(tiny_overrides)) / "config.yaml").exists()

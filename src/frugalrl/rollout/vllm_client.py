@@ -206,6 +206,8 @@ def _stop(process: subprocess.Popen) -> None:
 class VLLMServerEngine:
     """Sampling on a vLLM server holding the policy's current weights (module docstring)."""
 
+    copies_weights = True  # vLLM holds its own copy, refreshed by sync (not under FSDP/ZeRO-3)
+
     def __init__(self, model, tokenizer, batch_size: int = 256, **engine_options: Any) -> None:
         self.opts = ServerEngineOptions.from_options(engine_options)
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size

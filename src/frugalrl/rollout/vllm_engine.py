@@ -37,6 +37,8 @@ def base_model(model) -> Any:
 class VLLMEngine:
     """vLLM sampling on the policy's current weights; see the module docstring."""
 
+    copies_weights = True  # vLLM holds its own copy, refreshed by sync (not under FSDP/ZeRO-3)
+
     def __init__(self, model, tokenizer, batch_size: int = 256, **engine_options: Any) -> None:
         dist = torch.distributed
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:

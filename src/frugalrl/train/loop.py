@@ -499,7 +499,13 @@ def start_run(config: Config, resume: bool) -> Run:
     model, ref_model, tokenizer = load_models(config, checkpoints[-1] if checkpoints else None, dp)
     config = runnable_config(config, model, dp)
     model = dp.prepare(model)  # sharded (FSDP) when launched so, else as it is
-    engine = ROLLOUT_ENGINES.get(config.rollout.engine)(
+    engine_class = ROLLOUT_ENGINES.get(config.rollout.engine)
+    if dp.shard_weights and getattr(engine_class, "copies_weights", False):
+        raise UserError(
+            f"rollout.engine {config.rollout.engine!r} copies the policy's weights after each "
+            f"step, which {dp.sharding} shards across processes: use DDP (or rollout.engine hf)"
+        )
+    engine = engine_class(
         model, tokenizer, batch_size=config.rollout.batch_size, **config.rollout.engine_options
     )
     problems, prompt_ids = fitting_prompts(problems, tokenizer, config)
