@@ -27,7 +27,7 @@ from frugalrl.demo.model import build_model, build_trace_tokenizer, save_pretrai
 from frugalrl.demo.task import make_split  # noqa: E402
 from frugalrl.errors import UserError  # noqa: E402
 from frugalrl.policy import add_adapters, load_policy  # noqa: E402
-from frugalrl.rollout import ROLLOUT_ENGINES, SamplingParams  # noqa: E402
+from frugalrl.rollout import ROLLOUT_ENGINES, EngineUnavailable, SamplingParams  # noqa: E402
 
 ENGINE_OPTIONS = {"enforce_eager": True, "max_model_len": 256, "cpu_kv_cache_gib": 1}
 SERVER_OPTIONS = {"server_options": ENGINE_OPTIONS, "timeout_seconds": 120}
@@ -166,6 +166,9 @@ def test_server_refuses_requests_without_the_token(model_dirs):
             assert refused.value.code == 401
         with urllib.request.urlopen(f"{url}/health", timeout=10) as reply:
             assert json.loads(reply.read())["weight_version"] == 1
+        # a trainer with the wrong token learns it at once, in one line
+        with pytest.raises(EngineUnavailable, match="401 missing or wrong token"):
+            ROLLOUT_ENGINES.get("vllm-server")(model, tokenizer, url=url, token="wrong")
     finally:
         engine.close()
 

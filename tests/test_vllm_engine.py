@@ -20,7 +20,9 @@ from frugalrl.rollout.gloo_transfer import (
     WeightsMetadata,
     open_group,
     receive_weights,
+    receiver_store,
     send_weights,
+    sender_store,
 )
 from frugalrl.rollout.vllm_client import ServerEngineOptions, free_port
 from frugalrl.rollout.vllm_llm import VLLMOptions, completion_from_output, vllm_reason
@@ -117,15 +119,15 @@ def test_gloo_weight_transfer_between_two_ends():
     metadata = WeightsMetadata.of(weights)
     assert metadata.dtype_names == ["float32", "bfloat16", "float32"]
     assert metadata.shapes == [[7, 4], [4], [7, 4]]
-    port, received = free_port("127.0.0.1"), []
+    store, key, received = sender_store("127.0.0.1", 60), "run-secret", []
 
     def receive():  # the server's end (a thread here; its own process in vllm-server)
-        group = open_group("127.0.0.1", port, RECEIVER, 60)
+        group = open_group(receiver_store("127.0.0.1", store.port, 60), RECEIVER, key, 60)
         received.extend((n, t.clone()) for n, t in receive_weights(group, metadata))
 
     receiver = threading.Thread(target=receive)
     receiver.start()
-    send_weights(open_group("127.0.0.1", port, SENDER, 60), weights)
+    send_weights(open_group(store, SENDER, key, 60), weights)
     receiver.join(timeout=60)
     assert [n for n, _ in received] == [n for n, _ in weights]
     for (_, sent), (_, got) in zip(weights, received, strict=True):
@@ -169,7 +171,7 @@ def test_an_unreachable_server_is_one_line(tiny_model_dir):
         ROLLOUT_ENGINES.get("vllm-server")(
             model, tokenizer, url=f"http://127.0.0.1:{port}", token="t"
         )
-    assert "\n" not in str(err.value) and f"127.0.0.1:{port}/health" in str(err.value)
+    assert "\n" not in str(err.value) and f"127.0.0.1:{port}/check" in str(err.value)
 
 
 class RecordingLLM:
@@ -240,3 +242,15 @@ def test_a_vllm_startup_error_is_reduced_to_its_reason():
         "dtype 'float8' is not supported"
     )
     assert vllm_reason(ValueError()) == "ValueError"
+
+
+def test_the_sender_stops_waiting_when_the_receiver_failed():
+    """The server answered the rendezvous call with an error: the trainer raises it at once
+    instead of waiting out the group's timeout."""
+    store = sender_store("127.0.0.1", 600)
+
+    def failed():
+        raise EngineUnavailable("vllm-server: 400 init_weight_transfer_engine: bad init_info")
+
+    with pytest.raises(EngineUnavailable, match="bad init_info"):
+        open_group(store, SENDER, "k", 600, peer_failed=failed)

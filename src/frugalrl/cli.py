@@ -243,7 +243,9 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     from frugalrl.rollout.vllm_llm import VLLMOptions
     from frugalrl.rollout.vllm_server import serve
 
-    options = VLLMOptions.from_options(parse_options(args.option, "--option"), "--option")
+    # its own GPU (CUDA_VISIBLE_DEVICES): most of it, as `vllm serve` takes
+    given = {"gpu_memory_utilization": 0.9} | parse_options(args.option, "--option")
+    options = VLLMOptions.from_options(given, "--option")
     with contextlib.suppress(KeyboardInterrupt):
         serve(
             args.model,

@@ -163,6 +163,18 @@ def evaluate_model(
         policy, tokenizer, batch_size=batch_size, **(engine_options or {})
     )
     meta = {"model": model_dir, "engine": engine}
-    return evaluate_engine(
-        rollout, tokenizer, benchmarks, settings, out, meta, workers, timeout, progress, model_dir
-    )
+    try:
+        return evaluate_engine(
+            rollout,
+            tokenizer,
+            benchmarks,
+            settings,
+            out,
+            meta,
+            workers,
+            timeout,
+            progress,
+            model_dir,
+        )
+    finally:
+        getattr(rollout, "close", lambda: None)()  # e.g. a vLLM server it started

@@ -14,6 +14,7 @@ raises ``EngineUnavailable``: the loop saves a checkpoint and stops with that on
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import secrets
@@ -36,10 +37,16 @@ import torch
 
 from frugalrl.errors import UserError
 from frugalrl.rollout.base import ROLLOUT_ENGINES, Completion, EngineUnavailable, SamplingParams
-from frugalrl.rollout.gloo_transfer import SENDER, WeightsMetadata, open_group, send_weights
+from frugalrl.rollout.gloo_transfer import (
+    SENDER,
+    WeightsMetadata,
+    open_group,
+    send_weights,
+    sender_store,
+)
 from frugalrl.rollout.vllm_llm import VLLMOptions, completion_from_tokens
 from frugalrl.rollout.vllm_server import TOKEN_ENV
-from frugalrl.rollout.vllm_weights import merged_weights
+from frugalrl.rollout.vllm_weights import merged_weights, weight_shapes
 
 
 @dataclass(frozen=True)
@@ -117,8 +124,9 @@ class ServerClient:
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 detail = json.loads(detail)["error"]
             raise EngineUnavailable(f"vllm-server {self.url}/{route}: {e.code} {detail}") from None
-        except (urllib.error.URLError, OSError) as e:
-            reason = getattr(e, "reason", e)
+        except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
+            # ValueError: a reply cut short is not JSON; HTTPException: nor a whole response
+            reason = getattr(e, "reason", None) or f"{type(e).__name__}: {e}"
             raise EngineUnavailable(
                 f"vllm-server {self.url}/{route}: {reason} (the server stopped or hung)"
             ) from None
@@ -137,14 +145,17 @@ class ServerClient:
         self.post("finish_weight_update", {"weight_version": weight_version})
 
 
-def _die_with_parent() -> None:
-    """In the server's child process: SIGTERM it when the trainer dies (Linux)."""
+def die_with_parent():
+    """A ``preexec_fn`` that has the server's child process SIGTERMed when the trainer dies
+    (Linux ``PR_SET_PDEATHSIG``), resolved here in the parent (nothing to import after the
+    fork), or None where there is no such call."""
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
+    return lambda: prctl(1, signal.SIGTERM)
 
 
 class LocalServer:
@@ -157,7 +168,10 @@ class LocalServer:
         ready = self.dir / "ready.json"
         command = [opts.python, "-m", "frugalrl", "serve", model_dir, "--port", "0"]
         command += ["--dtype", dtype, "--ready-file", str(ready)]
-        for key, value in opts.server_options.items():
+        # sharing the machine (and GPU) with this trainer: the colocated engine's memory share,
+        # unless asked otherwise; `frugalrl serve` alone takes 0.9 of its own GPU
+        options = {"gpu_memory_utilization": VLLMOptions.gpu_memory_utilization}
+        for key, value in (options | opts.server_options).items():
             command += ["--option", f"{key}={json.dumps(value)}"]
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(
@@ -165,7 +179,7 @@ class LocalServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, TOKEN_ENV: self.token},
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                preexec_fn=die_with_parent() if sys.platform.startswith("linux") else None,
             )
         self._finalizer = weakref.finalize(self, _stop, self.process)
         self.url = self._wait_ready(ready, opts.startup_seconds)
@@ -225,11 +239,15 @@ class VLLMServerEngine:
             url, token = self.server.url, self.server.token
         else:
             url, token = self.opts.url, self._token()
-        self.client = ServerClient(url, token, self.opts.timeout_seconds)
-        self.client.health(timeout=30)
-        self.weight_version = 0
-        self.group = self._open_transfer() if self.rank == 0 else None
-        self.sync()  # the server may hold other weights (a resumed run, another run's)
+        try:
+            self.client = ServerClient(url, token, self.opts.timeout_seconds)
+            self.client.post("check")  # the token is right (else a one-line 401), it has loaded
+            self.weight_version = 0
+            self.group = self._open_transfer() if self.rank == 0 else None
+            self.sync()  # the server may hold other weights (a resumed run, another run's)
+        except BaseException:
+            self.close()
+            raise
 
     def _token(self) -> str:
         if self.opts.token:
@@ -249,14 +267,21 @@ class VLLMServerEngine:
     def _open_transfer(self):
         """Rendezvous with the server: it joins (an HTTP call, answered once it has) while
         this process hosts the group's store."""
-        port = free_port(self.opts.transfer_host)
+        timeout = self.opts.timeout_seconds
+        self.store = sender_store(self.opts.transfer_host, timeout)
         info = {
             "master_address": self.opts.transfer_host,
-            "master_port": port,
-            "timeout_seconds": self.opts.timeout_seconds,
+            "master_port": self.store.port,
+            "key": secrets.token_hex(16),
+            "timeout_seconds": timeout,
         }
         with _Call(self.client.init_weight_transfer_engine, info) as call:
-            group = open_group(self.opts.transfer_host, port, SENDER, self.opts.timeout_seconds)
+            try:
+                group = open_group(self.store, SENDER, info["key"], timeout, call.raise_if_failed)
+            except (RuntimeError, TimeoutError) as e:  # gloo, or the server never joined
+                raise EngineUnavailable(
+                    f"vllm-server {self.client.url}: the weight-transfer group did not form ({e})"
+                ) from None
         call.result()
         return group
 
@@ -265,12 +290,13 @@ class VLLMServerEngine:
         if self.group is None:
             return
         self.weight_version += 1
-        metadata = WeightsMetadata.of(merged_weights(self.model))
+        metadata = WeightsMetadata.of(weight_shapes(self.model))  # shapes: no merge needed
         self.client.start_weight_update()
         with _Call(self.client.update_weights, asdict(metadata)) as call:
             try:
-                send_weights(self.group, merged_weights(self.model))
+                send_weights(self.group, merged_weights(self.model), call.raise_if_failed)
             except RuntimeError as e:  # gloo: the peer went away or timed out
+                call.raise_if_failed()  # the server's own reason, when it gave one
                 raise EngineUnavailable(
                     f"vllm-server {self.client.url}: weight transfer failed ({e})"
                 ) from None
@@ -307,6 +333,7 @@ class VLLMServerEngine:
         ]
 
     def close(self) -> None:
+        """Stop a server this engine started (a server given by url keeps running)."""
         if self.server is not None:
             self.server.stop()
 
@@ -333,7 +360,11 @@ class _Call:
         if exc[0] is None:
             self.thread.join()
 
-    def result(self) -> None:
-        self.thread.join()
+    def raise_if_failed(self) -> None:
+        """Raise the call's error now if it has already failed (the peer will not join)."""
         if self.error is not None:
             raise self.error
+
+    def result(self) -> None:
+        self.thread.join()
+        self.raise_if_failed()

@@ -64,6 +64,8 @@ class VLLMEngine:
     def _wake(self, *tags: str) -> None:
         missing = [t for t in tags if t not in self.awake]
         if missing:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()  # vLLM allocates outside torch's cache: free it first
             self.llm.wake_up(tags=missing)
             self.awake.update(missing)
 

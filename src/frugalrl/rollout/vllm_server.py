@@ -20,20 +20,29 @@ into the server or read from it.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import os
 import secrets
 import sys
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from frugalrl.errors import UserError
 from frugalrl.rollout.base import SamplingParams
-from frugalrl.rollout.gloo_transfer import RECEIVER, WeightsMetadata, open_group, receive_weights
+from frugalrl.rollout.gloo_transfer import (
+    RECEIVER,
+    WeightsMetadata,
+    open_group,
+    receive_weights,
+    receiver_store,
+)
 from frugalrl.rollout.vllm_llm import (
+    INSTALL_HINT,
     VLLMOptions,
     build_llm,
     import_vllm,
@@ -52,22 +61,26 @@ class GlooInitInfo:
 
     master_address: str
     master_port: int
+    key: str  # names the store's keys: only a trainer that was told it can join
     timeout_seconds: float = 600.0
 
 
 def register_gloo_backend() -> None:
     """Register the gloo transport as a vLLM weight-transfer backend (``GLOO_BACKEND``)."""
     import_vllm("frugalrl serve")
-    from vllm.distributed.weight_transfer.base import (
-        WeightTransferEngine,
-        WeightTransferInitInfo,
-        WeightTransferUpdateInfo,
-    )
-    from vllm.distributed.weight_transfer.factory import WeightTransferEngineFactory
-    from vllm.model_executor.model_loader.reload import (
-        finalize_layerwise_reload,
-        initialize_layerwise_reload,
-    )
+    try:
+        from vllm.distributed.weight_transfer.base import (
+            WeightTransferEngine,
+            WeightTransferInitInfo,
+            WeightTransferUpdateInfo,
+        )
+        from vllm.distributed.weight_transfer.factory import WeightTransferEngineFactory
+        from vllm.model_executor.model_loader.reload import (
+            finalize_layerwise_reload,
+            initialize_layerwise_reload,
+        )
+    except ImportError as e:  # a vLLM from before its weight-transfer API (0.32)
+        raise UserError(f"frugalrl serve needs vLLM >= 0.32 ({e}); {INSTALL_HINT}") from None
 
     if GLOO_BACKEND in WeightTransferEngineFactory._registry:
         return
@@ -86,25 +99,30 @@ def register_gloo_backend() -> None:
         init_info_cls, update_info_cls = InitInfo, UpdateInfo
 
         def init_transfer_engine(self, init_info: InitInfo) -> None:
-            self.group = open_group(
-                init_info.master_address,
-                init_info.master_port,
-                RECEIVER,
-                init_info.timeout_seconds,
-            )
+            timeout = init_info.timeout_seconds
+            self.store = receiver_store(init_info.master_address, init_info.master_port, timeout)
+            self.group = open_group(self.store, RECEIVER, init_info.key, timeout)
 
         def start_weight_update(self) -> None:
             initialize_layerwise_reload(self.model)
 
         def receive_weights(self, update_info: UpdateInfo) -> None:
+            failed: Exception | None = None
             for name, tensor in receive_weights(self.group, update_info):
-                self.model.load_weights([(name, tensor.to(self.device))])
+                if failed is not None:
+                    continue  # drain: the trainer finishes its broadcasts, then hears why
+                try:
+                    self.model.load_weights([(name, tensor.to(self.device))])
+                except Exception as e:
+                    failed = e
+            if failed is not None:
+                raise failed
 
         def finish_weight_update(self) -> None:
             finalize_layerwise_reload(self.model, self.model_config)
 
         def shutdown(self) -> None:
-            self.group = None
+            self.group = self.store = None
 
     WeightTransferEngineFactory.register_engine(GLOO_BACKEND, GlooWeightTransferEngine)
 
@@ -120,13 +138,22 @@ class VLLMServer:
             dtype = "float32" if current_platform.is_cpu() else "bfloat16"
         self.model_dir = model_dir
         self.llm = build_llm(
-            model_dir, dtype, options, weight_transfer_config={"backend": GLOO_BACKEND}
+            model_dir,
+            dtype,
+            replace(options, sleep=False),  # a server has no training phase to sleep through
+            weight_transfer_config={"backend": GLOO_BACKEND},
         )
         self.lock = threading.Lock()
         self.weight_version = 0
+        self.update_open = False  # between start_ and finish_weight_update: weights incomplete
 
     def health(self) -> dict[str, Any]:
         return {"status": "ok", "model": self.model_dir, "weight_version": self.weight_version}
+
+    def check(self, body: dict[str, Any]) -> dict[str, Any]:
+        """An authenticated no-op: the trainer learns its token is right before it waits on a
+        rendezvous."""
+        return self.health()
 
     def generate(self, body: dict[str, Any]) -> dict[str, Any]:
         params = SamplingParams(
@@ -136,6 +163,8 @@ class VLLMServer:
         )
         prompts = [{"prompt_token_ids": [int(t) for t in p]} for p in body["prompts"]]
         with self.lock:
+            if self.update_open:
+                raise RuntimeError("a weight update is open: the weights are incomplete")
             outputs = self.llm.generate(
                 prompts, vllm_sampling(params, int(body["n"]), body.get("seeds")), use_tqdm=False
             )
@@ -155,12 +184,18 @@ class VLLMServer:
     def init_weight_transfer_engine(self, body: dict[str, Any]) -> dict[str, Any]:
         info = GlooInitInfo(**body["init_info"])  # a bad field is a 400, before any rendezvous
         with self.lock:
+            if self.update_open:  # the last trainer went away mid-update: close it first
+                with contextlib.suppress(Exception):
+                    self.llm.finish_weight_update()
+                self.update_open = False
+            self.llm.shutdown_weight_transfer_engine()
             self.llm.init_weight_transfer_engine({"init_info": asdict(info)})
         return {}
 
     def start_weight_update(self, body: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
             self.llm.start_weight_update()
+            self.update_open = True
         return {}
 
     def update_weights(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -171,6 +206,7 @@ class VLLMServer:
 
     def finish_weight_update(self, body: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
+            self.update_open = False  # whatever happens next, the round is over
             self.llm.finish_weight_update()
             self.llm.collective_rpc(finish_tied_head)
             self.llm.reset_prefix_cache()  # its blocks hold the old weights' keys and values
@@ -179,6 +215,7 @@ class VLLMServer:
 
 
 ROUTES = (
+    "check",
     "generate",
     "init_weight_transfer_engine",
     "start_weight_update",
@@ -187,7 +224,12 @@ ROUTES = (
 )
 
 
-def handler_class(server: VLLMServer, token: str) -> type[BaseHTTPRequestHandler]:
+MAX_BODY_BYTES = 256 * 2**20  # a step's prompts are far less; the weights never come this way
+
+
+def handler_class(loaded: dict[str, VLLMServer], token: str) -> type[BaseHTTPRequestHandler]:
+    """Routes for ``loaded["server"]``, once the model has loaded (503 before)."""
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -202,28 +244,38 @@ def handler_class(server: VLLMServer, token: str) -> type[BaseHTTPRequestHandler
             self.end_headers()
             self.wfile.write(data)
 
+        def _refuse(self, status: int, error: str) -> None:
+            self.close_connection = True  # the body (if any) is left unread
+            self._reply(status, {"error": error})
+
         def do_GET(self) -> None:
-            if self.path == "/health":
-                self._reply(200, server.health())
-            else:
+            server = loaded.get("server")
+            if self.path != "/health":
                 self._reply(404, {"error": f"no route GET {self.path}"})
+            elif server is None:
+                self._reply(503, {"status": "loading"})
+            else:
+                self._reply(200, server.health())
 
         def do_POST(self) -> None:
             given = self.headers.get("Authorization", "").removeprefix("Bearer ")
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length)
             if not hmac.compare_digest(given.encode(), token.encode()):
-                self._reply(401, {"error": "missing or wrong token"})
-                return
-            route = self.path.strip("/")
+                return self._refuse(401, "missing or wrong token")
+            route, server = self.path.strip("/"), loaded.get("server")
             if route not in ROUTES:
-                self._reply(404, {"error": f"no route POST {self.path}"})
-                return
+                return self._refuse(404, f"no route POST {self.path}")
+            if server is None:
+                return self._refuse(503, "the model is still loading")
             try:
-                body = json.loads(raw or b"{}")
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                return self._refuse(400, "Content-Length is not a number")
+            if not 0 <= length <= MAX_BODY_BYTES:
+                return self._refuse(413, f"body of {length} bytes (at most {MAX_BODY_BYTES})")
+            try:
+                body = json.loads(self.rfile.read(length) or b"{}")
             except ValueError as e:
-                self._reply(400, {"error": f"body is not JSON: {e}"})
-                return
+                return self._reply(400, {"error": f"body is not JSON: {e}"})
             try:
                 self._reply(200, getattr(server, route)(body))
             except (KeyError, TypeError, ValueError) as e:
@@ -241,11 +293,13 @@ def serve_token(token_file: Path | None) -> str:
     if token:
         return token
     token = secrets.token_urlsafe(32)
-    if token_file is not None:
+    if token_file is not None:  # a new file, owner-only, renamed over any old one
         token_file.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        tmp = token_file.with_name(f".{token_file.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(token + "\n")
+        tmp.replace(token_file)
     return token
 
 
@@ -258,10 +312,18 @@ def serve(
     token_file: Path | None,
     ready_file: Path | None = None,
 ) -> None:
-    """Load the model, listen, and answer until stopped (SIGTERM / Ctrl-C)."""
+    """Listen (a taken port fails now, not after loading), load the model, and answer until
+    stopped (SIGTERM / Ctrl-C)."""
     token = serve_token(token_file)
-    server = VLLMServer(model_dir, dtype, options)
-    httpd = ThreadingHTTPServer((host, port), handler_class(server, token))
+    loaded: dict[str, VLLMServer] = {}
+    try:
+        httpd = ThreadingHTTPServer((host, port), handler_class(loaded, token))
+    except OSError as e:
+        raise UserError(
+            f"frugalrl serve: cannot listen on {host}:{port}: {e.strerror or e}"
+        ) from None
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    loaded["server"] = VLLMServer(model_dir, dtype, options)
     url = f"http://{host}:{httpd.server_address[1]}"
     if ready_file is not None:  # written last: a reader finds the server listening
         tmp = ready_file.with_suffix(".tmp")
@@ -270,6 +332,7 @@ def serve(
     where = f" (token in {token_file})" if token_file and not os.environ.get(TOKEN_ENV) else ""
     print(f"frugalrl serve: {model_dir} on {url}{where}", file=sys.stderr, flush=True)
     try:
-        httpd.serve_forever()
+        threading.Event().wait()  # the serving thread answers; this one waits for a signal
     finally:
+        httpd.shutdown()
         httpd.server_close()

@@ -54,6 +54,15 @@ def merged_weights(model) -> Iterator[tuple[str, torch.Tensor]]:
             model.unmerge_adapter()
 
 
+def weight_shapes(model) -> Iterator[tuple[str, torch.Tensor]]:
+    """(vLLM name, parameter) for what ``merged_weights`` sends, without merging anything:
+    for the names, dtypes and shapes of an update (merging changes no shape)."""
+    for name, param in model.named_parameters():
+        mapped = vllm_weight_name(name)
+        if mapped is not None:
+            yield mapped, param
+
+
 def refresh_tied_head(model: torch.nn.Module) -> bool:
     """Re-process a vLLM model's output layer when it is tied to the embedding (see the
     module docstring); returns whether it did. Untied heads were reloaded with the rest."""

@@ -437,26 +437,40 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
     makes the same ones, in the same order, on every process."""
     wall0 = time.perf_counter()
     run = start_run(config, resume)
+    try:
+        return train_run(run, wall0)
+    finally:
+        getattr(run.engine, "close", lambda: None)()  # e.g. a vLLM server it started
+
+
+def train_run(run: Run, wall0: float) -> dict[str, Any]:
+    """``train``'s steps, from ``run``'s step to the last (or a stop), then its end."""
     steps = run.config.train.steps
     interrupted = False
     with run.logger, run.scorer, GracefulStop() as signals:
         if run.evaluates_periodically and run.step == 0:
             evaluate_starting_policy(run)
         while run.step < steps:
-            try:
+            try:  # the engine can fail in sampling, in the sync, in an evaluation, in a rollback
                 metrics = train_step(run)
+                if run.evaluates_periodically and run.step % run.config.eval.every_steps == 0:
+                    metrics |= periodic_eval(
+                        run.engine,
+                        run.model,
+                        run.tokenizer,
+                        run.config,
+                        run.step,
+                        run.run_dir,
+                        run.dp,
+                    )
+                    track_best(run, metrics)
+                heed_guards(run, metrics)
             except EngineUnavailable as e:
-                checkpoint(run)
+                checkpoint(run)  # the state is whole: a failed sampling was undone
                 raise EngineUnavailable(
                     f"{e}; saved step {run.step}: continue with frugalrl train --resume "
                     f"{run.run_dir}"
                 ) from None
-            if run.evaluates_periodically and run.step % run.config.eval.every_steps == 0:
-                metrics |= periodic_eval(
-                    run.engine, run.model, run.tokenizer, run.config, run.step, run.run_dir, run.dp
-                )
-                track_best(run, metrics)
-            heed_guards(run, metrics)
             log_step(run, metrics)
             interrupted = stop_requested(signals, run.dp)
             save_every = run.config.train.save_every
@@ -778,8 +792,8 @@ def roll_back(run: Run) -> None:
         run.model, run.optimizer, load_training_state(best_dir)["optimizer"]
     )
     scale_learning_rate(run.optimizer, run.scheduler, run.config.guards.rollback_lr_factor)
-    sync_engine(run)
     run.guards.rolled_back(run.best["row"] if run.best else None)
+    sync_engine(run)  # last: if the engine fails, the checkpoint holds the whole rollback
 
 
 def log_step(run: Run, metrics: dict[str, float]) -> None:
