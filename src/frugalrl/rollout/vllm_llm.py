@@ -105,7 +105,7 @@ def build_llm(
     state, threads, set_threads = rng_state(), torch.get_num_threads(), torch.set_num_threads
     try:
         llm = vllm.LLM(**kwargs)
-    except (ValueError, TypeError) as e:  # vLLM's config checks (pydantic errors included)
+    except (ValueError, TypeError, OSError) as e:  # config checks (pydantic), a missing model
         raise UserError(f"vLLM cannot start on {model_dir}: {vllm_reason(e)}") from None
     finally:
         torch.set_num_threads = set_threads

@@ -314,6 +314,7 @@ def serve(
 ) -> None:
     """Listen (a taken port fails now, not after loading), load the model, and answer until
     stopped (SIGTERM / Ctrl-C)."""
+    import_vllm("frugalrl serve")  # before anything is written
     token = serve_token(token_file)
     loaded: dict[str, VLLMServer] = {}
     try:
