@@ -7,7 +7,6 @@ Each multi-process run is a real launch (``accelerate launch`` with the shipped 
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from ports import free_port
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
@@ -108,12 +108,6 @@ def died_after_step_4(run: Path) -> None:
     shutil.rmtree(run / "final")
     metrics = (run / "metrics.jsonl").read_text().splitlines(keepends=True)
     (run / "metrics.jsonl").write_text("".join(metrics[:4]))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def accelerate_launch(config: Path, processes: int = 2) -> list[str]:

@@ -16,6 +16,7 @@ from importlib.resources import files
 
 import pytest
 import torch
+from ports import free_port
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("vllm") is None, reason="needs vLLM (make test-vllm)"
@@ -311,8 +312,6 @@ def test_two_training_processes_share_one_server(model_dirs, task_files, tmp_pat
     import time
 
     from safetensors.torch import load_file
-
-    from frugalrl.rollout.vllm_client import free_port
 
     port, token_file = free_port("127.0.0.1"), tmp_path / "server.token"
     env = {k: v for k, v in os.environ.items() if k != "FRUGALRL_SERVE_TOKEN"}

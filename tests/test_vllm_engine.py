@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from ports import free_port
 
 from frugalrl.errors import UserError
 from frugalrl.policy import add_adapters, load_policy
@@ -24,7 +25,7 @@ from frugalrl.rollout.gloo_transfer import (
     send_weights,
     sender_store,
 )
-from frugalrl.rollout.vllm_client import ServerEngineOptions, free_port
+from frugalrl.rollout.vllm_client import ServerEngineOptions
 from frugalrl.rollout.vllm_llm import VLLMOptions, completion_from_output, vllm_reason
 from frugalrl.rollout.vllm_server import TOKEN_ENV, serve_token
 from frugalrl.rollout.vllm_weights import merged_weights, vllm_weight_name

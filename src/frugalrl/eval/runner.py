@@ -177,4 +177,4 @@ def evaluate_model(
             model_dir,
         )
     finally:
-        getattr(rollout, "close", lambda: None)()  # e.g. a vLLM server it started
+        rollout.close()  # e.g. a vLLM server it started

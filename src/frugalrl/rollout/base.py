@@ -62,5 +62,10 @@ class RolloutEngine(Protocol):
         """Pick up the policy's updated weights (no-op for engines that share them)."""
         ...
 
+    def close(self) -> None:
+        """Release what the engine started (a server process); called when training or
+        evaluation ends."""
+        ...
+
 
 ROLLOUT_ENGINES: Registry[type] = Registry("rollout engine")

@@ -40,6 +40,9 @@ class _TransformersEngine:
     def sync(self) -> None:
         pass  # generates with the training model itself
 
+    def close(self) -> None:
+        pass  # started nothing
+
     @contextmanager
     def _eval_mode(self) -> Iterator[None]:
         """Sample in eval mode (no dropout), then give the model back in the mode it was in."""

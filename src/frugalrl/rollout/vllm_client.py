@@ -19,7 +19,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,9 +43,9 @@ from frugalrl.rollout.gloo_transfer import (
     send_weights,
     sender_store,
 )
-from frugalrl.rollout.vllm_llm import VLLMOptions, completion_from_tokens
+from frugalrl.rollout.vllm_llm import VLLMOptions, completion_from_tokens, options_of
 from frugalrl.rollout.vllm_server import TOKEN_ENV
-from frugalrl.rollout.vllm_weights import merged_weights, weight_shapes
+from frugalrl.rollout.vllm_weights import base_model, merged_weights, vllm_weights
 
 
 @dataclass(frozen=True)
@@ -73,14 +72,7 @@ class ServerEngineOptions:
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> ServerEngineOptions:
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise UserError(
-                f"rollout.engine_options: unknown option {unknown[0]!r} for vllm-server; "
-                f"valid: {sorted(known)}"
-            )
-        opts = cls(**options)
+        opts = options_of(cls, options, "rollout.engine_options", " for vllm-server")
         VLLMOptions.from_options(opts.server_options, "rollout.engine_options.server_options")
         return opts
 
@@ -90,12 +82,6 @@ def training_rank() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 class ServerClient:
@@ -112,12 +98,9 @@ class ServerClient:
         )
         return self._send(request, route)
 
-    def health(self, timeout: float | None = None) -> dict[str, Any]:
-        return self._send(urllib.request.Request(f"{self.url}/health"), "health", timeout)
-
-    def _send(self, request, route: str, timeout: float | None = None) -> dict[str, Any]:
+    def _send(self, request, route: str) -> dict[str, Any]:
         try:
-            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as e:
             detail = e.read().decode(errors="replace")
@@ -233,7 +216,7 @@ class VLLMServerEngine:
                     "rollout.engine 'vllm-server' with several training processes: start the "
                     "server first (frugalrl serve MODEL) and set rollout.engine_options.url"
                 )
-            base = getattr(model, "get_base_model", lambda: model)()
+            base = base_model(model)
             dtype = str(base.dtype).removeprefix("torch.")
             self.server = LocalServer(base.config.name_or_path, dtype, self.opts)
             url, token = self.server.url, self.server.token
@@ -290,7 +273,7 @@ class VLLMServerEngine:
         if self.group is None:
             return
         self.weight_version += 1
-        metadata = WeightsMetadata.of(weight_shapes(self.model))  # shapes: no merge needed
+        metadata = WeightsMetadata.of(vllm_weights(self.model))  # shapes: no merge needed
         self.client.start_weight_update()
         with _Call(self.client.update_weights, asdict(metadata)) as call:
             try:

@@ -25,12 +25,7 @@ from frugalrl.rollout.vllm_llm import (
     sleep_mode,
     vllm_sampling,
 )
-from frugalrl.rollout.vllm_weights import merged_weights, reload_in_place
-
-
-def base_model(model) -> Any:
-    """The transformers model under a peft wrapper (or the model itself)."""
-    return getattr(model, "get_base_model", lambda: model)()
+from frugalrl.rollout.vllm_weights import base_model, merged_weights, reload_in_place
 
 
 @ROLLOUT_ENGINES.register("vllm")
@@ -52,7 +47,6 @@ class VLLMEngine:
         self.llm = build_llm(base.config.name_or_path, base.dtype, self.options)
         self.sleeps = sleep_mode(self.options)
         self.awake = {"weights", "kv_cache"}  # what of vLLM is on the GPU (sleep mode)
-        self.syncs = 0
         self.sync()  # the policy may already differ from the checkpoint on disk (resume, LoRA)
         self._sleep()
 
@@ -76,7 +70,9 @@ class VLLMEngine:
         # in-process, the worker reads the generator itself: LoRA stays merged while it loads
         self.llm.collective_rpc(reload_in_place, args=(merged_weights(self.model),))
         self.llm.reset_prefix_cache()  # its blocks hold the old weights' keys and values
-        self.syncs += 1
+
+    def close(self) -> None:
+        pass  # the engine lives in this process and goes with it
 
     @torch.no_grad()
     def generate(

@@ -57,11 +57,17 @@ class VLLMOptions:
 
     @classmethod
     def from_options(cls, options: dict[str, Any], where: str) -> VLLMOptions:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise UserError(f"{where}: unknown option {unknown[0]!r}; valid: {sorted(known)}")
-        return cls(**options)
+        return options_of(cls, options, where)
+
+
+def options_of(cls: type, options: dict[str, Any], where: str, engine: str = ""):
+    """``cls(**options)`` for an options dataclass, an unknown key a one-line error listing
+    the valid ones."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise UserError(f"{where}: unknown option {unknown[0]!r}{engine}; valid: {sorted(known)}")
+    return cls(**options)
 
 
 def import_vllm(what: str):

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from frugalrl.errors import UserError
+from frugalrl.policy import pick_device, pick_dtype
 from frugalrl.rollout.base import SamplingParams
 from frugalrl.rollout.gloo_transfer import (
     RECEIVER,
@@ -132,10 +133,8 @@ class VLLMServer:
 
     def __init__(self, model_dir: str, dtype: str, options: VLLMOptions) -> None:
         register_gloo_backend()
-        from vllm.platforms import current_platform
-
-        if dtype == "auto":  # as the trainer's "auto": bf16 on a GPU, fp32 on CPU
-            dtype = "float32" if current_platform.is_cpu() else "bfloat16"
+        if dtype == "auto":  # the trainer's "auto": bf16 on a GPU that has it, else fp32
+            dtype = pick_dtype("auto", pick_device("auto"))
         self.model_dir = model_dir
         self.llm = build_llm(
             model_dir,

@@ -22,6 +22,11 @@ import torch
 PEFT_PREFIX = "base_model.model."
 
 
+def base_model(model) -> Any:
+    """The transformers model under a peft wrapper (or the model itself)."""
+    return getattr(model, "get_base_model", lambda: model)()
+
+
 def vllm_weight_name(name: str) -> str | None:
     """The name vLLM's ``load_weights`` knows for a policy parameter, or None to skip it.
 
@@ -35,6 +40,15 @@ def vllm_weight_name(name: str) -> str | None:
     return name.replace("modules_to_save.default.", "")
 
 
+def vllm_weights(model) -> Iterator[tuple[str, torch.Tensor]]:
+    """(vLLM name, parameter) for each weight vLLM takes, as it is now (adapters not merged):
+    the names, dtypes and shapes of an update, which merging does not change."""
+    for name, param in model.named_parameters():  # a tied head is the embedding: once
+        mapped = vllm_weight_name(name)
+        if mapped is not None:
+            yield mapped, param
+
+
 def merged_weights(model) -> Iterator[tuple[str, torch.Tensor]]:
     """(vLLM name, tensor) for every weight of the policy, LoRA adapters merged in.
 
@@ -45,22 +59,11 @@ def merged_weights(model) -> Iterator[tuple[str, torch.Tensor]]:
     if merge is not None:
         merge()
     try:
-        for name, param in model.named_parameters():  # a tied head is the embedding: once
-            mapped = vllm_weight_name(name)
-            if mapped is not None:
-                yield mapped, param.data
+        for name, param in vllm_weights(model):
+            yield name, param.data
     finally:
         if merge is not None:
             model.unmerge_adapter()
-
-
-def weight_shapes(model) -> Iterator[tuple[str, torch.Tensor]]:
-    """(vLLM name, parameter) for what ``merged_weights`` sends, without merging anything:
-    for the names, dtypes and shapes of an update (merging changes no shape)."""
-    for name, param in model.named_parameters():
-        mapped = vllm_weight_name(name)
-        if mapped is not None:
-            yield mapped, param
 
 
 def refresh_tied_head(model: torch.nn.Module) -> bool:

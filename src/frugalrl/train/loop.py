@@ -440,7 +440,7 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
     try:
         return train_run(run, wall0)
     finally:
-        getattr(run.engine, "close", lambda: None)()  # e.g. a vLLM server it started
+        run.engine.close()  # e.g. a vLLM server it started
 
 
 def train_run(run: Run, wall0: float) -> dict[str, Any]:
