@@ -16,14 +16,15 @@ from collections import defaultdict
 
 import pytest
 import torch
+from losses import ppo_clip_loss
 
 from frugalrl.algo import (
     aggregate_loss,
     group_advantages,
     kl_penalized_rewards,
-    ppo_clip_loss,
     sequence_weights,
 )
+from frugalrl.errors import UserError
 
 trl = pytest.importorskip("trl")
 from accelerate import Accelerator  # noqa: E402  (installed with trl)
@@ -435,7 +436,7 @@ def test_dual_clip_by_hand():
 
 @pytest.mark.parametrize("c", [1.0, 0.5])
 def test_dual_clip_needs_c_above_one(c):
-    with pytest.raises(ValueError, match="dual_clip_c"):
+    with pytest.raises(UserError, match="policy loss 'ppo_clip': dual_clip_c must be > 1"):
         dual_case(dual_clip_c=c)
 
 
@@ -523,7 +524,7 @@ def test_kl_penalized_rewards_beta_zero_and_errors():
 
 def test_rloo_by_hand():
     # A_i = r_i - (sum_j r_j - r_i) / (n - 1): 1 - (0+0+1)/3 = 2/3, 0 - (1+0+1)/3 = -2/3
-    adv = group_advantages("rloo", torch.tensor([[1.0, 0.0, 0.0, 1.0]]), 0.0)
+    adv = group_advantages("rloo", torch.tensor([[1.0, 0.0, 0.0, 1.0]]))
     close(adv, [[2 / 3, -2 / 3, -2 / 3, 2 / 3]])
 
 
@@ -531,10 +532,10 @@ def test_rloo_batch_whiten_by_hand():
     # RLOO: group 0 [2/3, -2/3, -2/3, 2/3]; group 1: 1 - 2/3 = 1/3 (x3), 0 - 3/3 = -1.
     # batch mean 0; unbiased var = (4 * 4/9 + 3 * 1/9 + 1) / 7 = (28/9) / 7 = 4/9, std 2/3.
     rewards = torch.tensor([[1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 0.0]])
-    adv = group_advantages("rloo_batch_whiten", rewards, 0.0)
+    adv = group_advantages("rloo_batch_whiten", rewards, eps=0.0)
     close(adv, [[1.0, -1.0, -1.0, 1.0], [0.5, 0.5, 0.5, -1.5]])
     # equal group sizes: RLOO is n/(n-1) times r - mean_g, and whitening removes the factor
-    close(adv, group_advantages("reinforce_pp", rewards, 0.0))
+    close(adv, group_advantages("reinforce_pp", rewards, eps=0.0))
 
 
 def test_rloo_batch_whiten_with_nan_by_hand():
@@ -542,7 +543,7 @@ def test_rloo_batch_whiten_with_nan_by_hand():
     # valid a = [1, -1, 1, -0.5, -0.5]: mean 0, var = 3.5 / 4 = 0.875, std = 0.9354143
     # 1 / 0.9354143 = 1.0690450, 0.5 / 0.9354143 = 0.5345225; the NaN gets 0
     rewards = torch.tensor([[1.0, 0.0, float("nan")], [1.0, 0.0, 0.0]])
-    adv = group_advantages("rloo_batch_whiten", rewards, 0.0)
+    adv = group_advantages("rloo_batch_whiten", rewards, eps=0.0)
     close(adv, [[1.0690450, -1.0690450, 0.0], [1.0690450, -0.5345225, -0.5345225]])
     # unequal group sizes weigh the groups differently from reinforce_pp
-    assert not torch.allclose(adv, group_advantages("reinforce_pp", rewards, 0.0))
+    assert not torch.allclose(adv, group_advantages("reinforce_pp", rewards, eps=0.0))

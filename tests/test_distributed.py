@@ -253,19 +253,19 @@ NAN_AT_STEP_2 = """
 import math, os
 from frugalrl.train import update
 
-_update, _loss, _calls = update.policy_update, update.ppo_clip_loss, []
+_update, _loss, _calls = update.policy_update, update.PolicyObjective.__call__, []
 
 def policy_update(*args, **kwargs):
     _calls.append(1)
     return _update(*args, **kwargs)
 
-def ppo_clip_loss(*args, **kwargs):
+def objective_call(*args, **kwargs):
     out = _loss(*args, **kwargs)
     if len(_calls) == 2 and os.environ.get("RANK") == "1":
         out.loss = out.loss * math.nan
     return out
 
-update.policy_update, update.ppo_clip_loss = policy_update, ppo_clip_loss
+update.policy_update, update.PolicyObjective.__call__ = policy_update, objective_call
 """
 
 

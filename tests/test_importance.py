@@ -3,8 +3,8 @@ weights in the loss, and the HF engine's sampling log-probs against the trainer'
 
 import pytest
 import torch
+from losses import ppo_clip_loss
 
-from frugalrl.algo import ppo_clip_loss
 from frugalrl.algo.importance import IS_CORRECTIONS, importance_weights
 from frugalrl.config import load_config
 from frugalrl.errors import UserError

@@ -265,20 +265,20 @@ def test_algo_options_reach_the_loss(tiny_overrides, monkeypatch):
         ],
     )
     seen = []
-    real = update.ppo_clip_loss
+    real = update.PolicyObjective.__call__
 
-    def spy(*args, **kwargs):
-        seen.append((args, kwargs))
-        return real(*args, **kwargs)
+    def spy(objective, *args, **kwargs):
+        seen.append((objective, kwargs))
+        return real(objective, *args, **kwargs)
 
-    monkeypatch.setattr(update, "ppo_clip_loss", spy)
+    monkeypatch.setattr(update.PolicyObjective, "__call__", spy)
     loop.train(config)
     assert seen
-    for _, kwargs in seen:
-        assert kwargs["dual_clip_c"] == 3.0
-        assert kwargs["entropy_coef"] == 0.01 and kwargs["entropy"].requires_grad
-        assert kwargs["kl_ratio_correction"] is True
-        assert kwargs["beta"] == 0.0  # the KL is in the reward, not the loss
+    for objective, kwargs in seen:
+        assert objective.loss == "ppo_clip" and objective.params["dual_clip_c"] == 3.0
+        assert objective.entropy_coef == 0.01 and kwargs["entropy"].requires_grad
+        assert objective.kl_ratio_correction is True
+        assert objective.beta == 0.0  # the KL is in the reward, not the loss
         assert kwargs["ref_logp"] is not None  # still given: it feeds train/kl
     (row,) = read_metrics(config.run_dir / "metrics.jsonl")
     assert "train/kl_in_reward" in row and "train/dual_clip_fraction" in row

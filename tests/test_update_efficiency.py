@@ -16,7 +16,13 @@ from frugalrl.algo.logprobs import (
 from frugalrl.config import Config
 from frugalrl.policy import load_policy
 from frugalrl.rollout import Completion
-from frugalrl.train.update import RolloutBatch, plan_micro_batches, policy_update, rows_to_train
+from frugalrl.train.update import (
+    RolloutBatch,
+    plan_micro_batches,
+    policy_objective,
+    policy_update,
+    rows_to_train,
+)
 
 
 def assert_close(actual, expected, tol=1e-5):
@@ -267,9 +273,9 @@ def test_skipping_and_token_budgets_leave_loss_and_gradients_unchanged(
 def test_zero_advantages_are_kept_when_the_kl_is_in_the_loss(tiny_model_dir):
     batch = make_batch(ADVANTAGES)
     config = Config.model_validate({"algo": {"beta": 0.04}})
-    assert rows_to_train(batch, config) == list(range(len(ADVANTAGES)))
+    assert rows_to_train(batch, policy_objective(config)) == list(range(len(ADVANTAGES)))
     config = Config.model_validate({"algo": {"beta": 0.0}})
-    assert rows_to_train(batch, config) == [1, 3, 6, 7]
+    assert rows_to_train(batch, policy_objective(config)) == [1, 3, 6, 7]
 
 
 def test_a_batch_with_nothing_to_train_steps_on_a_zero_gradient(tiny_model_dir):

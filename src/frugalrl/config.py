@@ -116,14 +116,49 @@ def _default_rewards() -> list[RewardConfig]:
     return [RewardConfig(name="accuracy", weight=1.0), RewardConfig(name="format", weight=1.0)]
 
 
+# ppo_clip's parameters as recipe fields (they came first) -> its keyword arguments.
+PPO_CLIP_FIELDS = {
+    "epsilon_low": "eps_low",
+    "epsilon_high": "eps_high",
+    "dual_clip_c": "dual_clip_c",
+}
+
+
 class AlgoConfig(_Section):
-    advantage: str = Field("grpo", description="Advantage estimator by name (frugalrl.algo).")
-    advantage_eps: float = Field(1e-4, ge=0, description="open-rs: (r − mean)/(std + 1e-4).")
+    advantage: str = Field(
+        "grpo",
+        description="Advantage estimator by name (docs/algorithms.md#advantage-estimators).",
+    )
+    advantage_eps: float = Field(
+        1e-4,
+        ge=0,
+        description="open-rs: (r − mean)/(std + 1e-4); passed as `eps` to the estimators that "
+        "divide by a std (grpo, grpo_batch_std, reinforce_pp, rloo_batch_whiten).",
+    )
+    advantage_params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The estimator's own further parameters, as keyword arguments ({}: none).",
+    )
+    policy_loss: str = Field(
+        "ppo_clip",
+        description="Policy loss by name (docs/algorithms.md#policy-losses): ppo_clip (GRPO, "
+        "open-rs, DAPO), gspo (sequence-level ratio, Qwen3), cispo (clipped IS-weighted "
+        "REINFORCE, MiniMax-M1), sapo (soft gate, Qwen). All share one signature; IS weights, KL "
+        "and entropy are composed around any of them.",
+    )
+    policy_loss_params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The selected loss's own parameters (defaults are its paper's): gspo "
+        "eps_low 3e-4, eps_high 4e-4; cispo max_weight 5.0, min_weight None; sapo tau_pos 1.0, "
+        "tau_neg 1.05. ppo_clip's are the three fields below.",
+    )
     loss_aggregation: str = Field(
         "seq_mean_token_mean", description="How per-token losses become one number (GRPO default)."
     )
-    epsilon_low: float = Field(0.2, ge=0, description="PPO clip below 1; open-rs/GRPO: 0.2.")
-    epsilon_high: float = Field(0.2, ge=0, description="PPO clip above 1; DAPO clip-higher: 0.28.")
+    epsilon_low: float = Field(0.2, ge=0, description="ppo_clip: clip below 1; open-rs/GRPO: 0.2.")
+    epsilon_high: float = Field(
+        0.2, ge=0, description="ppo_clip: clip above 1; DAPO clip-higher: 0.28."
+    )
     beta: float = Field(
         0.04,
         ge=0,
@@ -181,6 +216,38 @@ class AlgoConfig(_Section):
         "train on the informative groups collected (none: the step is skipped); bounds the cost "
         "on data too easy or too hard (DAPO's max_num_gen_batches, here counted past the first).",
     )
+
+    @model_validator(mode="after")
+    def _ppo_clip_fields_need_ppo_clip(self) -> AlgoConfig:
+        if self.policy_loss != "ppo_clip":
+            # Compared with the defaults, not model_fields_set: a saved config lists them all.
+            fields = type(self).model_fields
+            given = [f for f in PPO_CLIP_FIELDS if getattr(self, f) != fields[f].default]
+            if given:
+                raise ValueError(
+                    f"{given[0]} is a ppo_clip parameter; policy loss '{self.policy_loss}' takes "
+                    "its parameters from policy_loss_params"
+                )
+        return self
+
+    @property
+    def loss_params(self) -> dict[str, Any]:
+        """The keyword arguments of the selected policy loss."""
+        params = dict(self.policy_loss_params)
+        if self.policy_loss == "ppo_clip":  # its parameters predate policy_loss_params
+            for name, param in PPO_CLIP_FIELDS.items():
+                params.setdefault(param, getattr(self, name))
+        return params
+
+    @property
+    def estimator_params(self) -> dict[str, Any]:
+        """The keyword arguments of the selected advantage estimator."""
+        from frugalrl.algo import ADVANTAGES
+        from frugalrl.registry import keyword_params
+
+        known = keyword_params(ADVANTAGES.get(self.advantage))
+        eps = {"eps": self.advantage_eps} if known is None or "eps" in known else {}
+        return {**eps, **self.advantage_params}
 
     @property
     def loss_beta(self) -> float:
@@ -429,11 +496,17 @@ class Config(_Section):
     @model_validator(mode="after")
     def _check_names(self) -> Config:
         # Registry names are checked here, so a typo fails before any model is loaded.
-        from frugalrl.algo import ADVANTAGES, KL_ESTIMATORS, LOSS_AGGREGATIONS
+        from frugalrl.algo import ADVANTAGES, KL_ESTIMATORS, LOSS_AGGREGATIONS, checked_policy_loss
+        from frugalrl.registry import check_params
         from frugalrl.rewards.registry import resolve_reward
         from frugalrl.rollout import ROLLOUT_ENGINES
 
-        ADVANTAGES.get(self.algo.advantage)
+        check_params(
+            ADVANTAGES.get(self.algo.advantage),
+            self.algo.estimator_params,
+            f"advantage estimator '{self.algo.advantage}'",
+        )
+        checked_policy_loss(self.algo.policy_loss, self.algo.loss_params)
         if self.rollout.importance_sampling is not None:
             from frugalrl.algo.importance import IS_CORRECTIONS
 

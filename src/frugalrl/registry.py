@@ -6,8 +6,9 @@ branches on names (the verl ``core_algos`` pattern).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Generic, TypeVar
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
 
 from frugalrl.errors import UserError
 
@@ -43,3 +44,22 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._items
+
+
+def keyword_params(fn: Callable) -> set[str] | None:
+    """The keyword-only parameters of ``fn``, its own knobs; None if it takes any (``**params``)."""
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.kind is p.KEYWORD_ONLY}
+
+
+def check_params(fn: Callable, params: Mapping[str, Any], what: str) -> None:
+    """A UserError naming ``what`` if ``params`` holds a key that ``fn`` does not take."""
+    known = keyword_params(fn)
+    if known is None:
+        return
+    unknown = sorted(set(params) - known)
+    if unknown:
+        takes = ", ".join(sorted(known)) or "no parameters"
+        raise UserError(f"{what} has no parameter '{unknown[0]}'; it takes: {takes}")

@@ -1,8 +1,10 @@
 """Advantage estimators: per-prompt groups of rewards -> one advantage per completion.
 
-Every estimator takes ``rewards`` of shape (num_prompts, G), G completions per prompt. A NaN
+Every estimator takes ``rewards`` of shape (num_prompts, G), G completions per prompt, and its own
+parameters as keyword arguments (``algo.advantage_params`` in a recipe), as rewards do. A NaN
 reward marks a completion that could not be scored: it is left out of every mean and std and
 gets advantage 0.0, so it neither shifts its group's baseline nor moves the policy.
+Formulas and sources: docs/algorithms.md#advantage-estimators.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from frugalrl.registry import Registry
+from frugalrl.registry import Registry, check_params
 
-AdvantageFn = Callable[[Tensor, float], Tensor]
+AdvantageFn = Callable[..., Tensor]  # fn(rewards, **params) -> advantages of the same shape
 
 ADVANTAGES = Registry[AdvantageFn]("advantage estimator")
 
@@ -60,7 +62,7 @@ def _group_centered(rewards: Tensor, valid: Tensor) -> Tensor:
 
 
 @ADVANTAGES.register("grpo")
-def grpo(rewards: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
+def grpo(rewards: Tensor, *, eps: float = DEFAULT_EPS) -> Tensor:
     """A_i = (r_i - mean_g) / (std_g + eps), std_g the unbiased std of the group (GRPO, open-rs).
 
     A group whose rewards are all equal (or with one valid sample) gets A = 0.
@@ -71,15 +73,15 @@ def grpo(rewards: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
 
 
 @ADVANTAGES.register("dr_grpo")
-def dr_grpo(rewards: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
-    """A_i = r_i - mean_g (Dr. GRPO: no std, which would up-weight easy and hard prompts). eps unused."""
+def dr_grpo(rewards: Tensor) -> Tensor:
+    """A_i = r_i - mean_g (Dr. GRPO: no std, which would up-weight easy and hard prompts)."""
     valid = _check(rewards)
     return _group_centered(rewards, valid)
 
 
 @ADVANTAGES.register("rloo")
-def rloo(rewards: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
-    """A_i = r_i - (sum_j r_j - r_i) / (n - 1), over the n valid samples of the group. eps unused.
+def rloo(rewards: Tensor) -> Tensor:
+    """A_i = r_i - (sum_j r_j - r_i) / (n - 1), over the n valid samples of the group.
 
     Leave-one-out keeps the baseline independent of r_i. A group with n = 1 has no baseline: A = 0.
     """
@@ -92,7 +94,7 @@ def rloo(rewards: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
 
 
 @ADVANTAGES.register("grpo_batch_std")
-def grpo_batch_std(rewards: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
+def grpo_batch_std(rewards: Tensor, *, eps: float = DEFAULT_EPS) -> Tensor:
     """A_i = a_i / (std_batch(a) + eps), a_i = r_i - mean_g; std unbiased over all valid a_i.
 
     Group baseline, batch scale: no per-prompt std, so near-solved prompts are not up-weighted.
@@ -103,7 +105,7 @@ def grpo_batch_std(rewards: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
 
 
 @ADVANTAGES.register("reinforce_pp")
-def reinforce_pp(rewards: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
+def reinforce_pp(rewards: Tensor, *, eps: float = DEFAULT_EPS) -> Tensor:
     """A_i = (a_i - mean_batch(a)) / (std_batch(a) + eps), a_i = r_i - mean_g (REINFORCE++ baseline).
 
     Whitening over the batch of valid samples; std unbiased. Each group's a sums to 0, so
@@ -117,7 +119,7 @@ def reinforce_pp(rewards: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
 
 
 @ADVANTAGES.register("rloo_batch_whiten")
-def rloo_batch_whiten(rewards: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
+def rloo_batch_whiten(rewards: Tensor, *, eps: float = DEFAULT_EPS) -> Tensor:
     """A_i = (a_i - mean_batch(a)) / (std_batch(a) + eps), a_i = r_i - (sum_j r_j - r_i) / (n - 1).
 
     RLOO within each group, then whitened over the batch of valid samples, std unbiased (Arora &
@@ -127,11 +129,13 @@ def rloo_batch_whiten(rewards: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
     leave groups with different n make them differ.
     """
     valid = _check(rewards)
-    a = rloo(rewards, eps)
+    a = rloo(rewards)
     whitened = _scale(a - _masked_mean(a, valid), _masked_std(a, valid), eps)
     return torch.where(valid, whitened, 0.0)
 
 
-def group_advantages(name: str, rewards: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
-    """Advantages of ``rewards`` (num_prompts, G) with the estimator registered as ``name``."""
-    return ADVANTAGES.get(name)(rewards, eps)
+def group_advantages(name: str, rewards: Tensor, **params) -> Tensor:
+    """Advantages of ``rewards`` (num_prompts, G) with the estimator ``name`` and its params."""
+    fn = ADVANTAGES.get(name)
+    check_params(fn, params, f"advantage estimator '{name}'")
+    return fn(rewards, **params)

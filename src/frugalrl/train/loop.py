@@ -316,7 +316,7 @@ def build_batch(
     batch = RolloutBatch(prompts, completions, torch.zeros(len(completions)), in_loss)
     if a.reward_beta > 0:
         rewards = fold_kl_into_rewards(batch, rewards, model, ref_model, pad_id, config, device, dp)
-    batch.advantages = group_advantages(a.advantage, rewards, a.advantage_eps).flatten()
+    batch.advantages = group_advantages(a.advantage, rewards, **a.estimator_params).flatten()
     return batch
 
 
@@ -717,6 +717,7 @@ def train_step(run: Run) -> dict[str, float]:
             batch = build_batch(
                 rollouts, run.model, run.ref_model, pad_id, run.config, run.dp.device, run.dp
             )
+            batch.policy_version = run.step  # the engine holds the weights of the last step
     if batch is not None:
         update = policy_update(
             run.model,
@@ -728,6 +729,7 @@ def train_step(run: Run) -> dict[str, float]:
             run.config,
             run.dp.device,
             run.dp,
+            policy_version=run.step,
         )
         update = {**batch.metrics, **update}
     else:

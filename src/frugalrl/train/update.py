@@ -1,17 +1,18 @@
-"""The policy update of one step: μ optimizer steps of the PPO-clip loss over one rollout batch.
+"""The policy update of one step: μ optimizer steps of the policy objective over one rollout batch.
 
 What makes it cheap (issue 6; measured in benchmarks/step_vs_trl.py):
 
 * the loss is a sum over completions with weights fixed over the whole batch
-  (``algo.losses.sequence_weights``), so micro-batches can be any shape and completions that
-  contribute exactly nothing can be left out without changing the loss or its gradient:
-  completions outside the loss, and with β = 0 and no entropy bonus, completions whose
-  advantage is 0 (every completion of a group whose rewards are all equal);
+  (``algo.aggregation.sequence_weights``), so micro-batches can be any shape and completions
+  that contribute exactly nothing can be left out without changing the loss or its gradient:
+  completions outside the loss, and, when the objective says so, completions whose advantage
+  is 0 (every completion of a group whose rewards are all equal);
 * micro-batches are formed by a token budget over completions sorted by length, so little
   compute goes to padding (``train.micro_batch_tokens``);
-* with μ = 1 the old log-probs are the detached current ones (no extra forward); the reference
-  model runs only when β > 0; the output layer runs chunk by chunk over completion tokens only
-  (``train.logprob_chunk_tokens``), so full (B, T, vocab) logits never exist.
+* with μ = 1 on a batch the current weights sampled, the old log-probs are the detached current
+  ones (no extra forward); the reference model runs only when β > 0; the output layer runs
+  chunk by chunk over completion tokens only (``train.logprob_chunk_tokens``), so full
+  (B, T, vocab) logits never exist.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from frugalrl.algo import kl_penalized_rewards, ppo_clip_loss, sequence_weights
+from frugalrl.algo import PolicyObjective, kl_penalized_rewards
+from frugalrl.algo.aggregation import masked_mean
 from frugalrl.algo.importance import importance_weights
 from frugalrl.algo.logprobs import completion_logprobs, pack_batch
-from frugalrl.algo.losses import masked_mean
 from frugalrl.config import Config
 from frugalrl.errors import UserError
 from frugalrl.rollout import Completion
@@ -48,6 +49,9 @@ class RolloutBatch:
     # update instead of a second forward pass; None: the update computes what it needs.
     old_logps: RowLogprobs | None = None
     ref_logps: RowLogprobs | None = None
+    # The version of the weights that sampled the batch (the trainer's step count then). The
+    # update takes the detached current log-probs for π_old only when it trains that version.
+    policy_version: int = 0
 
     def token_counts(self) -> torch.Tensor:
         """(N,) completion tokens that enter the loss: 0 for a completion outside it."""
@@ -188,25 +192,62 @@ def _gathered(dp: DataParallel, rows: RowLogprobs, device) -> RowLogprobs:
     return {i: v.to(device) for part in parts for i, v in part.items()}
 
 
-def rows_to_train(batch: RolloutBatch, config: Config) -> list[int]:
+def policy_objective(config: Config) -> PolicyObjective:
+    """The recipe's policy loss with its parameters, and the KL / entropy terms around it."""
+    a = config.algo
+    return PolicyObjective(
+        loss=a.policy_loss,
+        params=a.loss_params,
+        aggregation=a.loss_aggregation,
+        max_completion_length=config.rollout.max_completion_tokens,
+        beta=a.loss_beta,
+        kl_estimator=a.kl_estimator,
+        kl_ratio_correction=a.kl_ratio_correction,
+        entropy_coef=a.entropy_coef,
+    )
+
+
+def rows_to_train(
+    batch: RolloutBatch, objective: PolicyObjective, skip_zero_advantage: bool = True
+) -> list[int]:
     """The completions whose loss terms can be non-zero.
 
-    A completion outside the loss (or without tokens) contributes nothing. With β = 0 in the
-    loss and no entropy bonus, neither does one with advantage 0: its per-token loss
-    -min(r·0, clip(r)·0) is exactly 0 whatever the ratio, and so is its gradient. Leaving these
-    out changes neither the loss nor the gradient, because the aggregation's weights count them
-    (``sequence_weights`` over the whole batch); ``train.skip_zero_advantage`` turns this off.
+    A completion outside the loss (or without tokens) contributes nothing. Neither does one with
+    advantage 0 when the objective says so (``PolicyObjective.skips_zero_advantage``: the policy
+    loss declares it, and no KL or entropy term is in the loss). Leaving these out changes
+    neither the loss nor the gradient, because the aggregation's weights count them (computed
+    over the whole batch); ``train.skip_zero_advantage`` turns this off.
     """
-    a = config.algo
     counts = batch.token_counts()
     rows = [i for i in range(len(batch.completions)) if counts[i] > 0]
-    if config.train.skip_zero_advantage and a.loss_beta == 0 and a.entropy_coef == 0:
+    if skip_zero_advantage and objective.skips_zero_advantage:
         rows = [i for i in rows if batch.advantages[i] != 0]
     return rows
 
 
-POLICY_STATS = ("loss", "clip_fraction", "dual_clip_fraction", "kl", "entropy")
 IS_STATS = ("is_weight_mean", "rollout_logprob_abs_diff")
+
+
+def needs_old_logprobs(batch: RolloutBatch, policy_version: int, num_iterations: int) -> bool:
+    """Whether π_old must be computed: the current weights stand in for it (detached) only when
+    they sampled the batch and it is used for one pass. A batch sampled by older weights (async
+    training) is trained against the current weights as proximal policy, its behaviour
+    log-probs entering through the importance-sampling correction."""
+    return num_iterations > 1 or batch.policy_version != policy_version
+
+
+def _rollout_logprobs(
+    batch: RolloutBatch, rows: Sequence[int], config: Config, device
+) -> RowLogprobs:
+    """The behaviour log-probs the engine reported for ``rows`` (importance sampling needs them)."""
+    missing = [i for i in rows if batch.completions[i].logprobs is None]
+    if missing:
+        r = config.rollout
+        raise UserError(
+            f"rollout.importance_sampling needs the engine's sampling log-probs; "
+            f"rollout.engine '{r.engine}' does not report them"
+        )
+    return {i: torch.tensor(batch.completions[i].logprobs, device=device) for i in rows}
 
 
 def policy_update(
@@ -219,17 +260,22 @@ def policy_update(
     config: Config,
     device,
     dp: DataParallel | None = None,
+    *,
+    policy_version: int | None = None,
 ) -> dict[str, float]:
     """μ optimizer steps on one batch; returns the loss statistics (token means over the
     completions trained on, averaged over the μ steps).
 
-    Data-parallel (``dp``): every process holds the same batch; each trains on its share of
-    the completions (balanced by tokens), the loss weights and token shares stay those of the
-    whole batch, and gradients and statistics are summed over processes, so each process
-    steps with the batch gradient of one process."""
+    ``policy_version``: the version of the weights being trained (None: the batch's own, i.e.
+    these weights sampled it). Data-parallel (``dp``): every process holds the same batch; each
+    trains on its share of the completions (balanced by tokens), the loss weights and token
+    shares stay those of the whole batch, and gradients and statistics are summed over
+    processes, so each process steps with the batch gradient of one process."""
     a = config.algo
     dp = dp or DataParallel(device=device)
-    rows = rows_to_train(batch, config)
+    objective = policy_objective(config)
+    version = batch.policy_version if policy_version is None else policy_version
+    rows = rows_to_train(batch, objective, config.train.skip_zero_advantage)
     mine = rows
     if dp.enabled:
         costs = [
@@ -238,34 +284,23 @@ def policy_update(
         mine = balanced_shares(costs, rows, dp.world)[dp.rank]
     plan = _plan(batch, mine, config)
     counts = batch.token_counts()
-    weights = sequence_weights(
-        a.loss_aggregation, _length_mask(counts), config.rollout.max_completion_tokens
-    ).to(device)
-    # With one pass the policy has not moved since sampling: old log-probs = current, detached.
+    weights = objective.sequence_weights(_length_mask(counts)).to(device)
+    r = config.rollout
     old_logps = batch.old_logps
-    if old_logps is None and a.num_iterations > 1:
+    if old_logps is None and (
+        needs_old_logprobs(batch, version, a.num_iterations) or r.importance_sampling is not None
+    ):  # stated before the first step; importance sampling compares them with the engine's
         with dp.full_weights(model):
             old_logps = batch_logprobs(model, batch, mine, pad_id, config, device)
-    r = config.rollout
     if r.importance_sampling is not None:
-        missing = [i for i in mine if batch.completions[i].logprobs is None]
-        if missing:
-            raise UserError(
-                f"rollout.importance_sampling needs the engine's sampling log-probs; "
-                f"rollout.engine '{r.engine}' does not report them"
-            )
-        if old_logps is None:  # the trainer's π_old, to compare with the engine's
-            with dp.full_weights(model):
-                old_logps = batch_logprobs(model, batch, mine, pad_id, config, device)
-        rollout_logps = {
-            i: torch.tensor(batch.completions[i].logprobs, device=device) for i in mine
-        }
+        rollout_logps = _rollout_logprobs(batch, mine, config, device)
     # With the KL in the reward the loss has β = 0 and the reference log-probs only feed train/kl.
     ref_logps = batch.ref_logps
     if ref_logps is None and ref_model is not None:
         ref_logps = batch_logprobs(ref_model, batch, mine, pad_id, config, device)
     # Every key from the start: the processes sum them key by key.
-    summed = POLICY_STATS + (IS_STATS if r.importance_sampling is not None else ())
+    summed = ("loss", "kl", "entropy", *objective.stat_names)
+    summed += IS_STATS if r.importance_sampling is not None else ()
     stats = dict.fromkeys((*summed, "grad_norm", "lr"), 0.0)
     trained_tokens = max(1, int(counts[rows].sum())) if rows else 1
     nonfinite = 0
@@ -312,31 +347,22 @@ def policy_update(
                 stats["is_weight_mean"] += masked_mean(weights_per_token, mask) * share
                 diff = (old - rollout).abs()
                 stats["rollout_logprob_abs_diff"] += masked_mean(diff, mask) * share
-            out = ppo_clip_loss(
+            out = objective(
                 logp,
                 old,
                 batch.advantages[idx].to(device),
                 mask,
-                eps_low=a.epsilon_low,
-                eps_high=a.epsilon_high,
+                weights[idx],
                 ref_logp=_stack(ref_logps, idx, width, device) if ref_logps else None,
-                beta=a.loss_beta,
-                kl_estimator=a.kl_estimator,
-                aggregation=a.loss_aggregation,
-                max_completion_length=config.rollout.max_completion_tokens,
-                dual_clip_c=a.dual_clip_c,
                 entropy=entropy,
-                entropy_coef=a.entropy_coef,
-                kl_ratio_correction=a.kl_ratio_correction,
-                seq_weights=weights[idx],
                 is_weights=is_weights,
             )
             dp.backward(out.loss, last=n == passes)
             stats["loss"] += out.loss.item()
-            stats["clip_fraction"] += out.clip_fraction * share
-            stats["dual_clip_fraction"] += out.dual_clip_fraction * share
             stats["kl"] += out.kl * share
             stats["entropy"] += out.entropy * share
+            for name, value in out.stats.items():
+                stats[name] += value * share
         stats["lr"] += optimizer.param_groups[0]["lr"]  # what this step uses
         grad_norm, applied = dp.optimizer_step(model, optimizer, config.optim.max_grad_norm)
         stats["grad_norm"] += grad_norm
@@ -346,8 +372,8 @@ def policy_update(
     micro_batches = totals.pop("micro_batches")
     metrics = {f"train/{k}": v / a.num_iterations for k, v in (stats | totals).items()}
     if not rows:
-        metrics.update({"train/loss": 0.0, "train/clip_fraction": 0.0, "train/kl": math.nan})
-        metrics.update({"train/entropy": math.nan, "train/dual_clip_fraction": 0.0})
+        metrics.update({"train/loss": 0.0, "train/kl": math.nan, "train/entropy": math.nan})
+        metrics.update({f"train/{name}": 0.0 for name in objective.stat_names})
     metrics["train/trained_fraction"] = len(rows) / max(1, len(batch.completions))
     metrics["train/micro_batches"] = micro_batches
     metrics["train/nonfinite_updates"] = float(nonfinite)
