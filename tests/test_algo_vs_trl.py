@@ -7,16 +7,20 @@ returns our log-prob tensor. Gradients then flow from TRL's loss back to that te
 and d loss / d logp are compared. Options TRL lacks (dual-clip, KL in the reward, the RLOO
 estimators) and our deliberate differences are checked by hand arithmetic.
 
+The policy losses: TRL's ``loss_type`` "cispo" = cispo (token_mean), "sapo" = sapo
+(seq_mean_token_mean), "grpo" with ``importance_sampling_level="sequence"`` = gspo.
+
 Mapping: TRL "grpo" = seq_mean_token_mean, "bnpo" = token_mean, "dr_grpo" =
 seq_mean_token_sum_norm, "dapo" = token_mean over the whole accumulation window (see
 test_dapo_normalises_by_the_window_bnpo_by_the_micro_batch).
 """
 
+import itertools
 from collections import defaultdict
 
 import pytest
 import torch
-from losses import ppo_clip_loss
+from losses import objective_loss, ppo_clip_loss
 
 from frugalrl.algo import (
     aggregate_loss,
@@ -60,6 +64,7 @@ def trl_trainer(
     delta: float | None = None,
     bias_correction: bool = False,
     grad_accum: int = 1,
+    **extra,
 ) -> GRPOTrainer:
     """A GRPOTrainer holding just what ``_compute_loss`` reads, in train mode, single process.
 
@@ -80,6 +85,7 @@ def trl_trainer(
         use_bias_correction_kl=bias_correction,
         gradient_accumulation_steps=grad_accum,
         steps_per_generation=grad_accum,
+        **extra,  # importance_sampling_level, sapo_temperature_pos/neg
     )
     t = GRPOTrainer.__new__(GRPOTrainer)
     t.args = args
@@ -311,6 +317,89 @@ def test_dual_clip_matches_trl_two_sided_clipping(loss_type):
     )
     assert_agree(loss_t, grad_t, out, grad_o)
     assert out.dual_clip_fraction == pytest.approx(1 / MASK.sum().item())
+
+
+# ---------------------------------------------------------------- GSPO, CISPO, SAPO against TRL
+
+# (TRL loss_type, TRL GRPOConfig options) -> (our policy loss, its params, our aggregation).
+# TRL's GSPO is loss_type "grpo" with sequence-level importance sampling; TRL's cispo takes its
+# weight cap from epsilon_high and aggregates like dapo; sapo aggregates like grpo.
+NEW_LOSSES = {
+    "gspo eps 0.2/0.28": (
+        ("grpo", {"eps_low": 0.2, "eps_high": 0.28, "importance_sampling_level": "sequence"}),
+        ("gspo", {"eps_low": 0.2, "eps_high": 0.28}, "seq_mean_token_mean"),
+    ),
+    "gspo, the paper's eps": (
+        ("grpo", {"eps_low": 3e-4, "eps_high": 4e-4, "importance_sampling_level": "sequence"}),
+        ("gspo", {}, "seq_mean_token_mean"),
+    ),
+    "cispo, cap 5 (none binds)": (
+        ("cispo", {"eps_high": 5.0}),
+        ("cispo", {}, "token_mean"),
+    ),
+    "cispo, cap 1.3": (
+        ("cispo", {"eps_high": 1.3}),
+        ("cispo", {"max_weight": 1.3}, "token_mean"),
+    ),
+    "sapo": (("sapo", {}), ("sapo", {}, "seq_mean_token_mean")),
+    "sapo, other temperatures": (
+        ("sapo", {"sapo_temperature_pos": 2.0, "sapo_temperature_neg": 0.5}),
+        ("sapo", {"tau_pos": 2.0, "tau_neg": 0.5}, "seq_mean_token_mean"),
+    ),
+}
+
+
+def against_trl(case: str, *, beta: float = 0.0, bias_correction: bool = False):
+    """(TRL loss, TRL d loss/d logp, our output, our d loss/d logp) for one NEW_LOSSES case."""
+    (trl_type, trl_options), (name, params, aggregation) = NEW_LOSSES[case]
+    b = batch()
+    logp_t = b["logp"].clone().requires_grad_()
+    trainer = trl_trainer(trl_type, beta=beta, bias_correction=bias_correction, **trl_options)
+    ref = b["ref"] if beta else None
+    loss_t = trl_loss(trainer, logp_t, b["old"], ADV, MASK, ref=ref)
+    (grad_t,) = torch.autograd.grad(loss_t, logp_t)
+    logp_o = b["logp"].clone().requires_grad_()
+    out = objective_loss(
+        name,
+        logp_o,
+        b["old"],
+        ADV,
+        MASK,
+        aggregation=aggregation,
+        beta=beta,
+        ref_logp=b["ref"],
+        kl_ratio_correction=bias_correction,
+        **params,
+    )
+    (grad_o,) = torch.autograd.grad(out.loss, logp_o)
+    return loss_t, grad_t, out, grad_o
+
+
+@pytest.mark.parametrize(("beta", "bias_correction"), [(0.0, False), (0.04, False), (0.04, True)])
+@pytest.mark.parametrize("case", list(NEW_LOSSES))
+def test_new_losses_match_trl(case, beta, bias_correction):
+    loss_t, grad_t, out, grad_o = against_trl(case, beta=beta, bias_correction=bias_correction)
+    close(out.loss, loss_t.detach())
+    close(grad_o, grad_t)
+    assert torch.all(grad_o[3] == 0) and torch.all(grad_o[~MASK] == 0)
+    assert grad_o.abs().sum() > 0
+
+
+def test_the_new_losses_differ_off_policy():
+    # The batch is off-policy (ratios far from 1): the four losses give four different gradients,
+    # so the agreement above is not one loss compared four times.
+    grads = [against_trl(case)[3] for case in ("gspo eps 0.2/0.28", "cispo, cap 1.3", "sapo")]
+    grads.append(both("grpo", batch(), {"eps_high": 0.28}, {"eps_high": 0.28})[3][0])
+    for x, y in itertools.combinations(grads, 2):
+        assert not torch.allclose(x, y, atol=1e-3)
+
+
+def test_cispo_cap_binds_where_the_ratio_exceeds_it():
+    _, _, capped, _ = against_trl("cispo, cap 1.3")
+    _, _, free, _ = against_trl("cispo, cap 5 (none binds)")
+    # of the 11 valid tokens, 3 have a ratio above 1.3: 1.35 (row 0), 1.6 and 3.5 (row 1)
+    assert capped.clip_fraction == pytest.approx(3 / 11)
+    assert free.clip_fraction == 0.0
 
 
 def test_token_mean_over_micro_batches_is_trl_dapo():

@@ -84,6 +84,12 @@ def test_variant_recipes():
     assert a.loss_aggregation == "token_mean" and a.dynamic_sampling
     overlong = next(r for r in dapo.rewards if r.name == "overlong")
     assert overlong.params["max_len"] == dapo.rollout.max_completion_tokens
+    gspo = load("gspo.yaml").algo
+    assert (gspo.policy_loss, gspo.loss_params) == ("gspo", {"eps_low": 3e-4, "eps_high": 4e-4})
+    assert (gspo.loss_aggregation, gspo.beta, gspo.num_iterations) == ("seq_mean_token_mean", 0, 2)
+    cispo = load("cispo.yaml").algo
+    assert (cispo.policy_loss, cispo.loss_params) == ("cispo", {"max_weight": 5.0})
+    assert (cispo.loss_aggregation, cispo.beta, cispo.num_iterations) == ("token_mean", 0, 2)
 
 
 # Shrunk to the tiny model and the demo task: what is left is each recipe's algorithm.
