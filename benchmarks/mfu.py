@@ -53,7 +53,7 @@ from frugalrl.demo.task import make_split
 from frugalrl.policy import pick_device
 from frugalrl.train import loop
 from frugalrl.train.metrics import read_metrics
-from frugalrl.train.update import rows_to_train
+from frugalrl.train.update import policy_objective, rows_to_train
 
 GOAL = 0.5
 SHAPES = {
@@ -154,13 +154,13 @@ class Recorder:
         return out
 
     def policy_update(
-        self, model, ref_model, optimizer, scheduler, batch, pad_id, config, device, *rest
+        self, model, ref_model, optimizer, scheduler, batch, pad_id, config, device, *rest, **kw
     ):
-        rows = rows_to_train(batch, config)
+        rows = rows_to_train(batch, policy_objective(config), config.train.skip_zero_advantage)
         a = config.algo
         t0 = time.perf_counter()
         out = self._update(
-            model, ref_model, optimizer, scheduler, batch, pad_id, config, device, *rest
+            model, ref_model, optimizer, scheduler, batch, pad_id, config, device, *rest, **kw
         )
         if device.type == "cuda":
             torch.cuda.synchronize()

@@ -11,12 +11,14 @@ from transformers import AutoModelForCausalLM
 from frugalrl.cli import main
 from frugalrl.config import MonitorConfig, load_config
 from frugalrl.errors import UserError
+from frugalrl.monitors import MONITORS
 from frugalrl.policy import load_policy
+from frugalrl.report import write_run_report
 from frugalrl.train import loop
 from frugalrl.train import update as update_module
 from frugalrl.train.checkpoint import restore_weights, save_checkpoint
 from frugalrl.train.distributed import DataParallel
-from frugalrl.train.guards import MONITORS, Guards
+from frugalrl.train.guards import Guards
 from frugalrl.train.metrics import read_metrics
 from frugalrl.train.schedule import lr_multiplier
 
@@ -139,7 +141,7 @@ def test_rollback_restores_the_best_checkpoint_and_lowers_the_learning_rate(
         restored.append({k: v.clone() for k, v in model.state_dict().items()})
 
     monkeypatch.setattr(loop, "restore_weights", record)
-    summary = loop.train(config)
+    summary = loop.train(config, report=write_run_report)
     run = tmp_path / "run"
     assert summary["stopped"]["step"] == 4 and summary["stopped"]["monitor"] == "kl"
     assert summary["guards"] == {"warnings": 0, "rollbacks": 1}
@@ -180,7 +182,7 @@ def test_stop_exits_3_after_saving(tiny_overrides, tmp_path, capsys):
 def test_nonfinite_gradient_skips_the_update_and_warns(tiny_overrides, tmp_path, monkeypatch):
     """A NaN loss at step 2: that update is skipped (weights stay finite and equal to step 1's
     checkpoint), the default nonfinite monitor warns, and training goes on."""
-    real = update_module.ppo_clip_loss
+    real = update_module.PolicyObjective.__call__
     calls = []
 
     def nan_on_second_step(*args, **kwargs):
@@ -190,7 +192,7 @@ def test_nonfinite_gradient_skips_the_update_and_warns(tiny_overrides, tmp_path,
             out.loss = out.loss * math.nan
         return out
 
-    monkeypatch.setattr(update_module, "ppo_clip_loss", nan_on_second_step)
+    monkeypatch.setattr(update_module.PolicyObjective, "__call__", nan_on_second_step)
     config = guarded(
         tiny_overrides,
         "eval.before=false",

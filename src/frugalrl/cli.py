@@ -18,6 +18,7 @@ EXIT_GUARD_STOP = 3  # a stability guard stopped the run (saved and reported fir
 
 def _cmd_train(args: argparse.Namespace) -> int | None:
     from frugalrl.config import load_config
+    from frugalrl.report import write_run_report
     from frugalrl.train.loop import train
 
     if args.recipe is None and args.resume is None:
@@ -37,7 +38,7 @@ def _cmd_train(args: argparse.Namespace) -> int | None:
     else:
         recipe = args.recipe
     config = load_config(recipe, overrides)
-    summary = train(config, resume=args.resume is not None)
+    summary = train(config, resume=args.resume is not None, report=write_run_report)
     if not summary:  # data-parallel: only the main process returns one
         return
     if "interrupted" in summary:

@@ -1,7 +1,7 @@
 """The experiment config: one typed tree, loaded from a YAML recipe plus ``--set`` overrides.
 
 Every option is documented where it is declared, with its default and the reason for it.
-Defaults follow the open-rs recipe (Dang & Ngo 2025, see PAPERS.md §1) unless noted.
+Defaults follow the open-rs recipe (Dang & Ngo 2025, docs/algorithms.md#open-rs) unless noted.
 Unknown keys and bad values are user errors that name the key and the valid choices.
 """
 
@@ -393,7 +393,7 @@ class PeftConfig(_Section):
 
 
 class MonitorConfig(_Section):
-    """One stability monitor (``frugalrl/train/guards.py``) and what to do when it trips."""
+    """One stability monitor (``frugalrl/monitors.py``) and what to do when it trips."""
 
     name: str = Field(
         description="accuracy_drop, truncation, language_drift, kl, entropy or nonfinite."
@@ -413,7 +413,7 @@ class MonitorConfig(_Section):
 
     @model_validator(mode="after")
     def _check_params(self) -> MonitorConfig:
-        from frugalrl.train.guards import MONITOR_PARAMS, MONITORS
+        from frugalrl.monitors import MONITOR_PARAMS, MONITORS
 
         MONITORS.get(self.name)
         needs = MONITOR_PARAMS[self.name]

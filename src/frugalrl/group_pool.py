@@ -30,10 +30,11 @@ _worker_fn: GroupFn | None = None
 _worker_started: mp.Queue | None = None
 
 
-def _init_worker(fn: GroupFn, started: mp.Queue) -> None:
+def _init_worker(fn: GroupFn, started: mp.Queue, setup: Callable[[], None] | None) -> None:
     global _worker_fn, _worker_started
     _worker_fn, _worker_started = fn, started
-    import frugalrl.rewards  # noqa: F401  (registers the built-in rewards in this process)
+    if setup is not None:
+        setup()
 
 
 def _run_in_worker(index: int, group: Sequence[Any]) -> tuple[int, Any]:
@@ -49,8 +50,15 @@ class GroupPool:
     """Applies ``fn`` (picklable: a module-level function or a ``functools.partial`` of one) to
     each group; keep one for a whole run, the worker processes persist between calls."""
 
-    def __init__(self, fn: GroupFn, workers: int = 0, timeout: float = 30.0):
-        self.fn, self.workers, self.timeout = fn, workers, timeout
+    def __init__(
+        self,
+        fn: GroupFn,
+        workers: int = 0,
+        timeout: float = 30.0,
+        setup: Callable[[], None] | None = None,
+    ):
+        # setup: run once in each new worker (picklable), e.g. to register what fn looks up
+        self.fn, self.workers, self.timeout, self.setup = fn, workers, timeout, setup
         self._ctx = mp.get_context("spawn")  # no fork: the trainer has threads and torch state
         self._pool = None
         self._started: mp.Queue | None = None
@@ -109,7 +117,9 @@ class GroupPool:
         if self._pool is None:
             self._started = self._ctx.Queue()
             self._pool = self._ctx.Pool(
-                self.workers, initializer=_init_worker, initargs=(self.fn, self._started)
+                self.workers,
+                initializer=_init_worker,
+                initargs=(self.fn, self._started, self.setup),
             )
         return self._pool
 

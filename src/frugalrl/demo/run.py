@@ -125,9 +125,10 @@ def run_demo(
         build_base(data_dir, base_dir, sft, progress=config.logging.progress)
         stamp.write_text(json.dumps(_fingerprint(sft)))
     shutil.rmtree(run_dir, ignore_errors=True)  # the demo always trains from the base afresh
+    from frugalrl.report import write_run_report
     from frugalrl.train.loop import train
 
-    summary = train(config)
+    summary = train(config, report=write_run_report)
     summary["demo_wall_seconds"] = time.perf_counter() - t0
     summary["sft_cached"] = cached
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

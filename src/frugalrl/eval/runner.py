@@ -29,11 +29,12 @@ from frugalrl.eval.grading import grade_rows
 from frugalrl.eval.regrade import write_results
 from frugalrl.rewards.answer import DEFAULT_EXTRACTION
 from frugalrl.rollout import ROLLOUT_ENGINES, RolloutEngine, SamplingParams
+from frugalrl.run_layout import FINAL, list_checkpoints
 
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """How completions are sampled; defaults follow the open-rs evaluation (PAPERS.md §1)."""
+    """How completions are sampled; defaults follow the open-rs evaluation (docs/algorithms.md#open-rs)."""
 
     samples: int = 1  # k samples per problem; open-rs used 1 (hence its ±10-point AIME swings)
     temperature: float = 0.6  # open-rs and Arora & Zanette both evaluate at 0.6
@@ -53,7 +54,6 @@ def resolve_model_dir(path: str | Path) -> str:
     """A model directory (full, or LoRA adapters), a run directory (its ``final/``, else its
     newest checkpoint) or a hub name, as a path ``load_policy`` accepts."""
     from frugalrl.policy import is_adapter_dir
-    from frugalrl.train.checkpoint import list_checkpoints
 
     p = Path(path)
 
@@ -62,8 +62,8 @@ def resolve_model_dir(path: str | Path) -> str:
 
     if is_model(p):
         return str(p)
-    if is_model(p / "final"):
-        return str(p / "final")
+    if is_model(p / FINAL):
+        return str(p / FINAL)
     checkpoints = list_checkpoints(p)
     if checkpoints:
         return str(checkpoints[-1])

@@ -37,12 +37,19 @@ def _score(samples: Sequence[Sample], specs: Sequence[RewardSpec]) -> Scores:
     return values, totals, failures
 
 
+def _register_rewards() -> None:
+    """In a new worker process: the built-in rewards, registered on import of the package."""
+    import frugalrl.rewards  # noqa: F401
+
+
 class RewardScorer:
     """Scores batches of groups with ``specs``; keep one for a whole run (the pool persists)."""
 
     def __init__(self, specs: Sequence[RewardSpec], workers: int = 0, timeout: float = 30.0):
         self.specs = list(specs)
-        self._pool = GroupPool(functools.partial(_score, specs=self.specs), workers, timeout)
+        self._pool = GroupPool(
+            functools.partial(_score, specs=self.specs), workers, timeout, _register_rewards
+        )
 
     def score(self, groups: Sequence[Sequence[Sample]]) -> ScoredBatch:
         results, timed_out = self._pool.map(groups)

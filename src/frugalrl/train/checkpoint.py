@@ -16,8 +16,7 @@ from typing import Any
 import torch
 
 from frugalrl.rng import rng_state
-
-STATE_FILE = "training_state.pt"
+from frugalrl.run_layout import CHECKPOINTS, STATE_FILE, list_checkpoints
 
 
 def save_checkpoint(
@@ -33,7 +32,7 @@ def save_checkpoint(
     """Write ``checkpoints/step-N`` (or ``checkpoints/<name>``, e.g. ``best``, which is kept
     apart from the newest ``keep``) atomically. ``weights``: the state dict to save instead of
     the model's own (gathered shards)."""
-    root = run_dir / "checkpoints"
+    root = run_dir / CHECKPOINTS
     name = name or f"step-{step:06d}"
     final = root / name
     tmp = root / f".{name}.tmp"
@@ -53,15 +52,6 @@ def save_checkpoint(
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
-
-
-def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first."""
-    root = Path(run_dir) / "checkpoints"
-    if not root.is_dir():
-        return []
-    done = [p for p in root.glob("step-*") if (p / STATE_FILE).is_file()]
-    return sorted(done, key=lambda p: int(p.name.split("-")[1]))
 
 
 def restore_weights(model, checkpoint: Path, dp) -> None:

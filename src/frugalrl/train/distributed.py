@@ -8,7 +8,7 @@ process trains on its share of the completions; the gradients are summed over pr
 per optimizer step, then every process takes the same optimizer step.
 
 Why the gradient is summed by hand rather than by DDP: the loss is a sum over completions with
-weights fixed over the whole batch (``algo.losses.sequence_weights``), so the batch gradient is
+weights fixed over the whole batch (``algo.aggregation.sequence_weights``), so the batch gradient is
 exactly the sum of each process's gradient. The processes run different numbers of
 micro-batches (packed by token budget over completions of uneven length), which DDP's
 per-backward synchronisation does not allow; one all-reduce after the last micro-batch is what

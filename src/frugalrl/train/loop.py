@@ -1,6 +1,6 @@
 """The GRPO-family training loop: generate, score, compute advantages, update, log, checkpoint.
 
-One step (PAPERS.md §1, §3; DESIGN.md "data flow"):
+One step (docs/design.md#one-training-step; the algorithms: docs/algorithms.md):
 
 1. draw ``prompts_per_step`` problems and sample ``G = num_generations`` completions each;
 2. score each group with the recipe's weighted rewards (None → excluded from the loss);
@@ -24,6 +24,7 @@ import math
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ from frugalrl.rewards.registry import resolve_reward
 from frugalrl.rewards.scoring import RewardScorer
 from frugalrl.rng import rng_state, set_rng_state
 from frugalrl.rollout import ROLLOUT_ENGINES, Completion, EngineUnavailable, SamplingParams
+from frugalrl.run_layout import FINAL, checkpoint_dir
 from frugalrl.sample import Sample
 from frugalrl.train.checkpoint import (
     list_checkpoints,
@@ -428,8 +430,14 @@ class Run:
         return bool(self.config.eval.every_steps) and self.config.eval.path is not None
 
 
-def train(config: Config, resume: bool = False) -> dict[str, Any]:
+def train(
+    config: Config, resume: bool = False, report: Callable[[Path], Path] | None = None
+) -> dict[str, Any]:
     """Train per ``config``; with ``resume``, continue from the run directory's last checkpoint.
+
+    ``report``: the last step, given the run directory once the summary is written (also when a
+    signal stopped the run), returning the report it wrote; the commands pass
+    ``frugalrl.report.write_run_report``, the layer above this one.
 
     Launched as several processes (``accelerate launch``, ``frugalrl train --num-processes``),
     it trains data-parallel (``train/distributed.py``); only the main process writes and returns
@@ -438,9 +446,12 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
     wall0 = time.perf_counter()
     run = start_run(config, resume)
     try:
-        return train_run(run, wall0)
+        summary = train_run(run, wall0)
     finally:
         run.engine.close()  # e.g. a vLLM server it started
+    if summary and report is not None:
+        summary["report"] = str(report(run.run_dir))
+    return summary
 
 
 def train_run(run: Run, wall0: float) -> dict[str, Any]:
@@ -788,7 +799,7 @@ def heed_guards(run: Run, metrics: dict[str, float]) -> None:
 def roll_back(run: Run) -> None:
     """The best checkpoint's weights and optimizer state, a lower learning rate; the step
     count, schedule position and data order go on."""
-    best_dir = run.run_dir / "checkpoints" / "best"
+    best_dir = checkpoint_dir(run.run_dir, "best")
     restore_weights(run.model, best_dir, run.dp)
     run.dp.load_optimizer_state(
         run.model, run.optimizer, load_training_state(best_dir)["optimizer"]
@@ -856,16 +867,13 @@ def report_interrupted(run: Run, signal_name: str | None) -> dict[str, Any]:
     summary.update(steps=run.step, train_seconds=run.train_seconds)
     summary["interrupted"] = {"step": run.step, "signal": signal_name or "a signal"}
     run.summary_path.write_text(json.dumps(summary, indent=2))
-    from frugalrl.report import write_run_report
-
-    summary["report"] = str(write_run_report(run.run_dir))
     return summary
 
 
 def finish(run: Run, wall0: float) -> dict[str, Any]:
     """Save the final weights, evaluate them if asked, and write the summary and the report."""
     config, dp, summary = run.config, run.dp, run.summary
-    final_dir = run.run_dir / "final"
+    final_dir = run.run_dir / FINAL
     weights = dp.model_state(run.model)
     if dp.is_main:
         run.model.save_pretrained(final_dir, **({} if weights is None else {"state_dict": weights}))
@@ -893,7 +901,7 @@ def finish(run: Run, wall0: float) -> dict[str, Any]:
         summary["best"] = {
             "step": run.best["step"],
             "heldout_accuracy": run.best["accuracy"],
-            "checkpoint": str(run.run_dir / "checkpoints" / "best"),
+            "checkpoint": str(checkpoint_dir(run.run_dir, "best")),
         }
     if run.stopped is not None:
         summary["stopped"] = {
@@ -906,9 +914,6 @@ def finish(run: Run, wall0: float) -> dict[str, Any]:
         summary["accuracy_gain_points"] = 100 * (final["accuracy"] - base["accuracy"])
         summary["token_change_percent"] = 100 * (final["mean_tokens"] / base["mean_tokens"] - 1)
     run.summary_path.write_text(json.dumps(summary, indent=2))
-    from frugalrl.report import write_run_report
-
-    summary["report"] = str(write_run_report(run.run_dir))
     return summary
 
 
