@@ -2,46 +2,18 @@
 loss and gradient that the fused PPO-clip loss gave before the policy losses became a registry
 (values recorded from commit 640c205). A refactor that changes the default numbers fails here."""
 
-import random
-
 import pytest
 import torch
+from update_fakes import NoScheduler, RecordingOptimizer, random_batch
 
 from frugalrl.config import Config
 from frugalrl.policy import load_policy
-from frugalrl.rollout import Completion
 from frugalrl.train.update import RolloutBatch, policy_update
 
 
-class RecordingOptimizer:
-    """Keeps each step's gradients; applies nothing, so every step sees the same weights."""
-
-    def __init__(self, model):
-        self.model = model
-        self.param_groups = [{"lr": 1e-3}]
-        self.grads: list[list[torch.Tensor]] = []
-
-    def step(self):
-        self.grads.append([p.grad.clone() for p in self.model.parameters()])
-
-    def zero_grad(self, set_to_none=True):
-        self.model.zero_grad(set_to_none=set_to_none)
-
-
-class NoScheduler:
-    def step(self):
-        pass
-
-
 def fixed_batch() -> RolloutBatch:
-    rng = random.Random(7)
-    prompts = [[rng.randint(3, 200) for _ in range(rng.randint(2, 6))] for _ in range(6)]
-    comps = [
-        Completion(tuple(rng.randint(3, 200) for _ in range(rng.randint(1, 9))), "", True)
-        for _ in range(6)
-    ]
-    advantages = torch.tensor([1.1, -0.4, 0.0, 0.8, -1.3, 0.0])
-    return RolloutBatch(prompts, comps, advantages, torch.ones(6, dtype=torch.bool))
+    batch = random_batch([1.1, -0.4, 0.0, 0.8, -1.3, 0.0], seed=7)
+    return batch
 
 
 CASES = {

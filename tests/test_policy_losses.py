@@ -2,19 +2,18 @@
 parameter checking, and the update's use of stated old log-probs (off-policy-aware batches)."""
 
 import math
-import random
 
 import pytest
 import torch
 from losses import objective_loss
+from update_fakes import NoScheduler, RecordingOptimizer, random_batch
 
 from frugalrl.algo import POLICY_LOSSES, PolicyObjective, PolicyTerm, register_policy_loss
 from frugalrl.config import Config
 from frugalrl.errors import UserError
 from frugalrl.policy import load_policy
-from frugalrl.rollout import Completion
 from frugalrl.train import update
-from frugalrl.train.update import RolloutBatch, policy_objective, policy_update, rows_to_train
+from frugalrl.train.update import policy_objective, policy_update, rows_to_train
 
 
 def close(actual, expected, tol=1e-6):
@@ -130,36 +129,13 @@ def entropy_seeking_loss():
 
 
 def make_batch(advantages):
-    rng = random.Random(1)
-    n = len(advantages)
-    prompts = [[rng.randint(3, 200) for _ in range(rng.randint(2, 6))] for _ in range(n)]
-    comps = [
-        Completion(tuple(rng.randint(3, 200) for _ in range(rng.randint(1, 9))), "", True)
-        for _ in range(n)
-    ]
-    return RolloutBatch(prompts, comps, torch.tensor(advantages), torch.ones(n, dtype=torch.bool))
-
-
-class Recorder:
-    def __init__(self, model):
-        self.model, self.param_groups, self.grads = model, [{"lr": 1e-3}], []
-
-    def step(self):
-        self.grads.append([p.grad.clone() for p in self.model.parameters()])
-
-    def zero_grad(self, set_to_none=True):
-        self.model.zero_grad(set_to_none=set_to_none)
-
-
-class NoScheduler:
-    def step(self):
-        pass
+    return random_batch(advantages)
 
 
 def update_with(tiny_model_dir, batch, algo, **kwargs):
     model, tokenizer = load_policy(tiny_model_dir, "float32", torch.device("cpu"))
     config = Config.model_validate({"algo": {"beta": 0.0, **algo}})
-    optimizer = Recorder(model)
+    optimizer = RecordingOptimizer(model)
     metrics = policy_update(
         model,
         None,

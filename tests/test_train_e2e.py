@@ -8,6 +8,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from frugalrl.cli import main
 from frugalrl.config import load_config
+from frugalrl.report import write_run_report
 from frugalrl.train import loop
 from frugalrl.train.metrics import read_metrics
 
@@ -145,7 +146,7 @@ def test_periodic_heldout_evaluation(tiny_overrides, tmp_path):
         "recipes/demo.yaml",
         [*tiny_overrides, "eval.every_steps=2", "eval.every_num_problems=3", "eval.after=false"],
     )
-    loop.train(config)
+    loop.train(config, report=write_run_report)
     run = tmp_path / "run"
     rows = read_metrics(run / "metrics.jsonl")
     assert [r["step"] for r in rows if "eval/accuracy" in r] == [0, 2, 4]  # 0: the start

@@ -6,6 +6,7 @@ import random
 
 import pytest
 import torch
+from update_fakes import NoScheduler, RecordingOptimizer, random_batch
 
 from frugalrl.algo.logprobs import (
     chunked_token_logprobs,
@@ -15,7 +16,6 @@ from frugalrl.algo.logprobs import (
 )
 from frugalrl.config import Config
 from frugalrl.policy import load_policy
-from frugalrl.rollout import Completion
 from frugalrl.train.update import (
     RolloutBatch,
     plan_micro_batches,
@@ -170,38 +170,8 @@ def test_plan_micro_batches_covers_every_row_within_budget():
 # ---------------------------------------------------------------- the update
 
 
-class RecordingOptimizer:
-    """Stands in for AdamW: keeps the gradients each step would apply, moves nothing."""
-
-    def __init__(self, model):
-        self.model, self.grads = model, []
-        self.param_groups = [{"lr": 0.0}]
-
-    def step(self):
-        self.grads.append([p.grad.clone() for p in self.model.parameters()])
-
-    def zero_grad(self, set_to_none=True):
-        self.model.zero_grad(set_to_none=set_to_none)
-
-
-class NoScheduler:
-    def get_last_lr(self):
-        return [0.0]
-
-    def step(self):
-        pass
-
-
 def make_batch(advantages, in_loss=None) -> RolloutBatch:
-    rng = random.Random(1)
-    n = len(advantages)
-    prompts = [[rng.randint(3, 200) for _ in range(rng.randint(2, 6))] for _ in range(n)]
-    comps = [
-        Completion(tuple(rng.randint(3, 200) for _ in range(rng.randint(1, 9))), "", True)
-        for _ in range(n)
-    ]
-    in_loss = torch.ones(n, dtype=torch.bool) if in_loss is None else torch.tensor(in_loss)
-    return RolloutBatch(prompts, comps, torch.tensor(advantages), in_loss)
+    return random_batch(advantages, in_loss)
 
 
 def run_update(tiny_model_dir, batch, **settings):

@@ -434,7 +434,7 @@ def _default_monitors() -> list[MonitorConfig]:
 
 class GuardsConfig(_Section):
     """Stability guards: monitors over the last ``window`` steps' metrics, each with an action
-    (open-rs's runs degraded after 50–100 steps with nothing to stop them)."""
+    (open-rs's runs degraded after ~150–200 steps with nothing to stop them)."""
 
     monitors: list[MonitorConfig] = Field(
         default_factory=_default_monitors,

@@ -40,7 +40,7 @@ def aggregate_loss(per_token: Tensor, mask: Tensor, seq_weights: Tensor) -> Tens
 @LOSS_AGGREGATIONS.register("seq_mean_token_mean")
 def seq_meanmasked_mean(token_counts: Tensor, max_completion_length: int | None = None) -> Tensor:
     """w_i = 1 / (B max(1, n_i)):  L = (1/B) sum_i (sum_t m_it x_it) / max(1, n_i)
-    (GRPO, open-rs; TRL "grpo").
+    (GRPO; TRL "grpo").
 
     Each completion weighs the same, so tokens of long completions count less. A completion
     without valid tokens contributes 0 but still counts in B, as in TRL.

@@ -1,11 +1,11 @@
 """The objective the update minimises: any registered policy loss, with the importance-sampling
 weights, the KL penalty and the entropy bonus composed around it in one place, then aggregated.
 
-    x_t = rho_t p_t + beta w_t KL_t(logp, ref_logp) - c H_t,   w_t = r_t if kl_ratio_correction else 1
-    L   = sum_i s_i sum_t m_it x_it
+    x_t = rho_t p_t + beta u_t KL_t(logp, ref_logp) - c H_t,   u_t = r_t if kl_ratio_correction else 1
+    L   = sum_i w_i sum_t m_it x_it
 
 p_t the policy loss's term (``algo.policy_losses``), rho_t the rollout importance-sampling weights
-(``algo.importance``), r_t the loss's own ratio, s_i the aggregation's per-completion weights
+(``algo.importance``), r_t the loss's own ratio, w_i the aggregation's per-completion weights
 (``algo.aggregation``). Shapes as in ``algo.policy_losses``. docs/algorithms.md#composition.
 """
 

@@ -29,13 +29,15 @@ def plain(problem: str) -> tuple[str | None, str]:
 
 @PROMPT_TEMPLATES.register("open-rs")
 def open_rs(problem: str) -> tuple[str | None, str]:
-    """open-rs training prompt: their system prompt (PAPERS.md §1), the problem as user turn."""
+    """open-rs training prompt: their system prompt (docs/algorithms.md#open-rs), the problem as
+    user turn."""
     return OPEN_RS_SYSTEM_PROMPT, problem
 
 
 @PROMPT_TEMPLATES.register("arora-zanette")
 def arora_zanette(problem: str) -> tuple[str | None, str]:
-    """Arora & Zanette: the problem followed by their one-line instruction (PAPERS.md §2)."""
+    """Arora & Zanette: the problem followed by their one-line instruction
+    (docs/algorithms.md#efficient-reasoning)."""
     return (
         None,
         f"{problem}\nPlease reason step by step, and put your final answer within \\boxed{{}}.",

@@ -1,8 +1,8 @@
 """Stability guards: monitors over a moving window of the logged metrics, each with an action.
 
-open-rs (Dang & Ngo 2025, docs/algorithms.md#stability-guards) saw accuracy degrade after 50–100 steps,
-completions hit the length cap and the multilingual base drift into other languages, and
-nothing stopped the run. A monitor is a small function of the metrics rows logged since the
+open-rs (Dang & Ngo 2025; docs/algorithms.md#stability-guards) saw accuracy degrade after
+~150–200 steps, completions hit the length cap and the multilingual base drift into other
+languages, and nothing stopped the run. A monitor is a small function of the metrics rows logged since the
 last rollback; when it trips, its action runs:
 
 * ``warn``: one line on the console, counted in ``guards/warnings``;
