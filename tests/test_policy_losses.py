@@ -246,3 +246,41 @@ def test_advantage_estimators_take_their_own_parameters():
     assert Config.model_validate({}).algo.estimator_params == {"eps": 1e-4}
     with pytest.raises(UserError, match="advantage estimator 'rloo' has no parameter 'eps'"):
         Config.model_validate({"algo": {"advantage": "rloo", "advantage_params": {"eps": 0.1}}})
+
+
+@pytest.fixture
+def scaled_estimator():
+    """An estimator with a knob of its own: GRPO's advantage times ``scale``."""
+    from frugalrl.algo import ADVANTAGES
+    from frugalrl.algo.advantages import grpo
+
+    seen = []
+
+    @ADVANTAGES.register("test_scaled_grpo")
+    def scaled(rewards, *, scale: float = 1.0, eps: float = 1e-4):
+        seen.append({"scale": scale, "eps": eps})
+        return scale * grpo(rewards, eps=eps)
+
+    yield seen
+    ADVANTAGES._items.pop("test_scaled_grpo")
+
+
+def test_an_estimator_with_a_parameter_gets_it_from_the_recipe(tiny_overrides, scaled_estimator):
+    from frugalrl.config import load_config
+    from frugalrl.train import loop
+
+    config = load_config(
+        "recipes/demo.yaml",
+        [
+            *tiny_overrides,
+            "train.steps=1",
+            "eval.before=false",
+            "eval.after=false",
+            "scoring.workers=0",
+            "algo.advantage=test_scaled_grpo",
+            "algo.advantage_params={scale: 3.0}",
+            "algo.advantage_eps=0.01",
+        ],
+    )
+    loop.train(config)
+    assert scaled_estimator == [{"scale": 3.0, "eps": 0.01}]
