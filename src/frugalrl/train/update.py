@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from frugalrl.algo import PolicyObjective, kl_penalized_rewards
+from frugalrl.algo import PolicyLossOutput, PolicyObjective, kl_penalized_rewards
 from frugalrl.algo.aggregation import masked_mean
 from frugalrl.algo.importance import importance_weights
 from frugalrl.algo.logprobs import completion_logprobs, pack_batch
@@ -250,6 +250,93 @@ def _rollout_logprobs(
     return {i: torch.tensor(batch.completions[i].logprobs, device=device) for i in rows}
 
 
+@dataclass
+class StatedLogprobs:
+    """The log-probs the update compares the policy with, stated before its first step."""
+
+    old: RowLogprobs | None  # π_old; None: the detached current ones (on-policy, one pass)
+    rollout: RowLogprobs | None  # the engine's (behaviour), for importance sampling
+    ref: RowLogprobs | None  # the reference model's, for the KL term and train/kl
+
+
+@dataclass
+class UpdateStep:
+    """One batch's update: what every micro-batch of it needs."""
+
+    batch: RolloutBatch
+    objective: PolicyObjective
+    pad_id: int
+    config: Config
+    device: object
+    dp: DataParallel
+
+    def stated_logprobs(
+        self, model, ref_model, rows: Sequence[int], version: int
+    ) -> StatedLogprobs:
+        """π_old (when the current weights cannot stand in for it), the engine's log-probs and
+        the reference's, for ``rows``; with the KL in the reward the loss has β = 0 and the
+        reference log-probs only feed train/kl."""
+        b, r, a = self.batch, self.config.rollout, self.config.algo
+        old = b.old_logps
+        if old is None and (
+            needs_old_logprobs(b, version, a.num_iterations) or r.importance_sampling is not None
+        ):  # importance sampling compares the trainer's π_old with the engine's
+            with self.dp.full_weights(model):
+                old = batch_logprobs(model, b, rows, self.pad_id, self.config, self.device)
+        rollout = None
+        if r.importance_sampling is not None:
+            rollout = _rollout_logprobs(b, rows, self.config, self.device)
+        ref = b.ref_logps
+        if ref is None and ref_model is not None:
+            ref = batch_logprobs(ref_model, b, rows, self.pad_id, self.config, self.device)
+        return StatedLogprobs(old, rollout, ref)
+
+    def micro_batch_loss(
+        self, policy, idx: list[int], stated: StatedLogprobs, weights: torch.Tensor
+    ) -> tuple[PolicyLossOutput, torch.Tensor, dict[str, float]]:
+        """The objective on the micro-batch ``idx`` (its loss to backpropagate), its loss mask,
+        and the importance-sampling statistics (token means over the micro-batch)."""
+        config, device, batch, r = self.config, self.device, self.batch, self.config.rollout
+        packed = _pack(batch, idx, self.pad_id, device)
+        width = packed["completion_mask"].shape[1]
+        logp, entropy = completion_logprobs(
+            policy,
+            packed,
+            r.temperature,
+            with_entropy=True,
+            entropy_grad=config.algo.entropy_coef > 0,
+            chunk_tokens=config.train.logprob_chunk_tokens,
+        )
+        mask = packed["completion_mask"] & batch.in_loss[idx].to(device).unsqueeze(-1)
+        old = _stack(stated.old, idx, width, device) if stated.old else logp.detach()
+        is_weights, is_stats = None, {}
+        if r.importance_sampling is not None:
+            rollout = _stack(stated.rollout, idx, width, device)
+            is_weights = importance_weights(
+                r.importance_sampling,
+                old,
+                rollout,
+                mask,
+                r.importance_sampling_clip_min,
+                r.importance_sampling_clip_max,
+            )
+            is_stats = {
+                "is_weight_mean": masked_mean(is_weights.expand_as(mask), mask),
+                "rollout_logprob_abs_diff": masked_mean((old - rollout).abs(), mask),
+            }
+        out = self.objective(
+            logp,
+            old,
+            batch.advantages[idx].to(device),
+            mask,
+            weights[idx],
+            ref_logp=_stack(stated.ref, idx, width, device) if stated.ref else None,
+            entropy=entropy,
+            is_weights=is_weights,
+        )
+        return out, mask, is_stats
+
+
 def policy_update(
     model,
     ref_model,
@@ -273,9 +360,9 @@ def policy_update(
     processes, so each process steps with the batch gradient of one process."""
     a = config.algo
     dp = dp or DataParallel(device=device)
-    objective = policy_objective(config)
+    step = UpdateStep(batch, policy_objective(config), pad_id, config, device, dp)
     version = batch.policy_version if policy_version is None else policy_version
-    rows = rows_to_train(batch, objective, config.train.skip_zero_advantage)
+    rows = rows_to_train(batch, step.objective, config.train.skip_zero_advantage)
     mine = rows
     if dp.enabled:
         costs = [
@@ -284,23 +371,11 @@ def policy_update(
         mine = balanced_shares(costs, rows, dp.world)[dp.rank]
     plan = _plan(batch, mine, config)
     counts = batch.token_counts()
-    weights = objective.sequence_weights(_length_mask(counts)).to(device)
-    r = config.rollout
-    old_logps = batch.old_logps
-    if old_logps is None and (
-        needs_old_logprobs(batch, version, a.num_iterations) or r.importance_sampling is not None
-    ):  # stated before the first step; importance sampling compares them with the engine's
-        with dp.full_weights(model):
-            old_logps = batch_logprobs(model, batch, mine, pad_id, config, device)
-    if r.importance_sampling is not None:
-        rollout_logps = _rollout_logprobs(batch, mine, config, device)
-    # With the KL in the reward the loss has β = 0 and the reference log-probs only feed train/kl.
-    ref_logps = batch.ref_logps
-    if ref_logps is None and ref_model is not None:
-        ref_logps = batch_logprobs(ref_model, batch, mine, pad_id, config, device)
+    weights = step.objective.sequence_weights(_length_mask(counts)).to(device)
+    stated = step.stated_logprobs(model, ref_model, mine, version)
     # Every key from the start: the processes sum them key by key.
-    summed = ("loss", "kl", "entropy", *objective.stat_names)
-    summed += IS_STATS if r.importance_sampling is not None else ()
+    summed = ("loss", "kl", "entropy", *step.objective.stat_names)
+    summed += IS_STATS if config.rollout.importance_sampling is not None else ()
     stats = dict.fromkeys((*summed, "grad_norm", "lr"), 0.0)
     trained_tokens = max(1, int(counts[rows].sum())) if rows else 1
     nonfinite = 0
@@ -319,49 +394,16 @@ def policy_update(
             logp, _ = completion_logprobs(policy, packed, config.rollout.temperature)
             dp.backward(logp.sum() * 0.0, last=k == passes - 1)
         for n, idx in enumerate(plan, padding + 1):
-            packed = _pack(batch, idx, pad_id, device)
-            width = packed["completion_mask"].shape[1]
-            logp, entropy = completion_logprobs(
-                policy,
-                packed,
-                config.rollout.temperature,
-                with_entropy=True,
-                entropy_grad=a.entropy_coef > 0,
-                chunk_tokens=config.train.logprob_chunk_tokens,
-            )
-            mask = packed["completion_mask"] & batch.in_loss[idx].to(device).unsqueeze(-1)
-            share = int(mask.sum()) / trained_tokens  # of the token means logged below
-            old = _stack(old_logps, idx, width, device) if old_logps else logp.detach()
-            is_weights = None
-            if r.importance_sampling is not None:
-                rollout = _stack(rollout_logps, idx, width, device)
-                is_weights = importance_weights(
-                    r.importance_sampling,
-                    old,
-                    rollout,
-                    mask,
-                    r.importance_sampling_clip_min,
-                    r.importance_sampling_clip_max,
-                )
-                weights_per_token = is_weights.expand_as(mask)
-                stats["is_weight_mean"] += masked_mean(weights_per_token, mask) * share
-                diff = (old - rollout).abs()
-                stats["rollout_logprob_abs_diff"] += masked_mean(diff, mask) * share
-            out = objective(
-                logp,
-                old,
-                batch.advantages[idx].to(device),
-                mask,
-                weights[idx],
-                ref_logp=_stack(ref_logps, idx, width, device) if ref_logps else None,
-                entropy=entropy,
-                is_weights=is_weights,
-            )
+            out, mask, is_stats = step.micro_batch_loss(policy, idx, stated, weights)
             dp.backward(out.loss, last=n == passes)
+            share = int(mask.sum()) / trained_tokens  # of the token means logged
             stats["loss"] += out.loss.item()
-            stats["kl"] += out.kl * share
-            stats["entropy"] += out.entropy * share
-            for name, value in out.stats.items():
+            for name, value in {
+                "kl": out.kl,
+                "entropy": out.entropy,
+                **out.stats,
+                **is_stats,
+            }.items():
                 stats[name] += value * share
         stats["lr"] += optimizer.param_groups[0]["lr"]  # what this step uses
         grad_norm, applied = dp.optimizer_step(model, optimizer, config.optim.max_grad_norm)
@@ -373,7 +415,7 @@ def policy_update(
     metrics = {f"train/{k}": v / a.num_iterations for k, v in (stats | totals).items()}
     if not rows:
         metrics.update({"train/loss": 0.0, "train/kl": math.nan, "train/entropy": math.nan})
-        metrics.update({f"train/{name}": 0.0 for name in objective.stat_names})
+        metrics.update({f"train/{name}": 0.0 for name in step.objective.stat_names})
     metrics["train/trained_fraction"] = len(rows) / max(1, len(batch.completions))
     metrics["train/micro_batches"] = micro_batches
     metrics["train/nonfinite_updates"] = float(nonfinite)
