@@ -233,7 +233,7 @@ def test_the_config_checks_the_loss_and_its_parameters():
         Config.model_validate(
             {"algo": {"policy_loss": "cispo", "policy_loss_params": {"eps_high": 5}}}
         )
-    with pytest.raises(ValueError, match="epsilon_high is a ppo_clip parameter"):
+    with pytest.raises(UserError, match="algo.epsilon_high is a ppo_clip parameter"):
         Config.model_validate({"algo": {"policy_loss": "gspo", "epsilon_high": 0.28}})
     # a saved config lists every field at its default: that is not a conflict
     saved = Config.model_validate({"algo": {"policy_loss": "gspo"}}).model_dump()

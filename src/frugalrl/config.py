@@ -217,18 +217,18 @@ class AlgoConfig(_Section):
         "on data too easy or too hard (DAPO's max_num_gen_batches, here counted past the first).",
     )
 
-    @model_validator(mode="after")
-    def _ppo_clip_fields_need_ppo_clip(self) -> AlgoConfig:
-        if self.policy_loss != "ppo_clip":
-            # Compared with the defaults, not model_fields_set: a saved config lists them all.
-            fields = type(self).model_fields
-            given = [f for f in PPO_CLIP_FIELDS if getattr(self, f) != fields[f].default]
-            if given:
-                raise ValueError(
-                    f"{given[0]} is a ppo_clip parameter; policy loss '{self.policy_loss}' takes "
-                    "its parameters from policy_loss_params"
-                )
-        return self
+    def check_loss_fields(self) -> None:
+        """A UserError when a ppo_clip field is set for another loss (it would be ignored)."""
+        if self.policy_loss == "ppo_clip":
+            return
+        # Compared with the defaults, not model_fields_set: a saved config lists them all.
+        fields = type(self).model_fields
+        given = [f for f in PPO_CLIP_FIELDS if getattr(self, f) != fields[f].default]
+        if given:
+            raise UserError(
+                f"algo.{given[0]} is a ppo_clip parameter; policy loss '{self.policy_loss}' "
+                "takes its parameters from algo.policy_loss_params"
+            )
 
     @property
     def loss_params(self) -> dict[str, Any]:
@@ -506,6 +506,7 @@ class Config(_Section):
             self.algo.estimator_params,
             f"advantage estimator '{self.algo.advantage}'",
         )
+        self.algo.check_loss_fields()
         checked_policy_loss(self.algo.policy_loss, self.algo.loss_params)
         if self.rollout.importance_sampling is not None:
             from frugalrl.algo.importance import IS_CORRECTIONS
