@@ -59,3 +59,19 @@ def test_bad_rows_are_one_line_errors(tmp_path, capsys):
     assert "in.jsonl: row 1: missing field 'answer'" in capsys.readouterr().err
     assert main(["rewards", "--recipe", "recipes/demo.yaml", "--input", "nope.jsonl"]) == 2
     assert "file not found: nope.jsonl" in capsys.readouterr().err
+
+
+def test_the_group_length_rewards_score_from_the_command_line(tmp_path):
+    # p1: 9-token right and 9-token wrong (equal lengths: kimi 0); p2 alone (kimi 0); p3 below.
+    rows = [
+        *ROWS,
+        {"group": "p3", "completion": "\\boxed{12}", "answer": "12", "tokens": 10},
+        {"group": "p3", "completion": "\\boxed{12}", "answer": "12", "tokens": 30},
+        {"group": "p3", "completion": "\\boxed{13}", "answer": "12", "tokens": 50},
+    ]
+    src = write_rows(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    recipe = ["--recipe", "recipes/demo.yaml", "--set", "rewards=[{name: kimi_length}]"]
+    assert main(["rewards", *recipe, "--input", str(src), "--out", str(out)]) == 0
+    scored = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["kimi_length"] for r in scored] == [0.0, 0.0, 0.0, 0.5, 0.0, -0.5]

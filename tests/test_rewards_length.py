@@ -264,3 +264,46 @@ def test_repetition_validation():
         run("repetition", [s("x")], max_penalty=0.5)
     with pytest.raises(UserError, match="ngram_size"):
         run("repetition", [s("x")], ngram_size=0)
+
+
+# --- kimi_length -----------------------------------------------------------------------------
+
+
+def test_kimi_length_by_hand():
+    # lengths 10, 20, 30, 50: λ = 0.5 − (L − 10)/40 = 0.5, 0.25, 0.0, −0.5
+    samples = [s(RIGHT, 10), s(WRONG, 20), s(RIGHT, 30), s(WRONG, 50)]
+    assert run("kimi_length", samples) == approx([0.5, 0.0, 0.0, -0.5])
+    # a wrong short answer is not rewarded; a correct long one is penalised
+    samples = [s(WRONG, 10), s(RIGHT, 50), s(RIGHT, 30)]
+    assert run("kimi_length", samples) == approx([0.0, -0.5, 0.0])
+
+
+def test_kimi_length_edge_cases():
+    # all lengths equal: 0 for everyone, right or wrong
+    assert run("kimi_length", [s(RIGHT, 7), s(WRONG, 7)]) == [0.0, 0.0]
+    # no correct completion: penalties only, the long half below 0
+    assert run("kimi_length", [s(WRONG, 10), s(WRONG, 30), s(WRONG, 20)]) == approx([0, -0.5, 0])
+    # truncated: wrong, but its length still spans the group (the shortest is at +0.5)
+    samples = [s(RIGHT, 10), s(RIGHT, 100, finished=False)]
+    assert run("kimi_length", samples) == approx([0.5, -0.5])
+    # unscorable gold: None, its length still counts
+    samples = [s(RIGHT, 10), s(RIGHT, 30, answer="{"), s(RIGHT, 20)]
+    assert run("kimi_length", samples) == approx([0.5, None, 0.0])
+    assert run("kimi_length", []) == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.booleans(), st.integers(1, 500), st.booleans()), min_size=1, max_size=8)
+)
+def test_kimi_length_bounded_and_monotone(group):
+    samples = [s(RIGHT if ok else WRONG, n, finished) for ok, n, finished in group]
+    r = run("kimi_length", samples)
+    assert all(-0.5 - 1e-9 <= v <= 0.5 + 1e-9 for v in r)
+    for (ok, _n, fin), v in zip(group, r, strict=True):
+        if not (ok and fin):
+            assert v <= 0.0  # a wrong answer is never rewarded
+    # among correct finished completions, shorter never scores lower
+    correct = sorted((n, v) for (ok, n, fin), v in zip(group, r, strict=True) if ok and fin)
+    for (n1, v1), (n2, v2) in pairwise(correct):
+        assert n1 == n2 or v1 >= v2

@@ -5,6 +5,7 @@ from frugalrl.rewards import (  # noqa: F401  (registers the rewards)
     cosine,
     efficiency,
     format,
+    kimi_length,
     language,
     overlong,
     repetition,
