@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from frugalrl.cli import main
 
 
@@ -71,7 +73,11 @@ def test_the_group_length_rewards_score_from_the_command_line(tmp_path):
     ]
     src = write_rows(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out.jsonl"
-    recipe = ["--recipe", "recipes/demo.yaml", "--set", "rewards=[{name: kimi_length}]"]
+    rewards = "rewards=[{name: kimi_length}, {name: shorterbetter}]"
+    recipe = ["--recipe", "recipes/demo.yaml", "--set", rewards]
     assert main(["rewards", *recipe, "--input", str(src), "--out", str(out)]) == 0
     scored = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["kimi_length"] for r in scored] == [0.0, 0.0, 0.0, 0.5, 0.0, -0.5]
+    # ℓ*: 9 in p1, the mean 4 in p2 (none correct), 10 in p3
+    sb = [r["shorterbetter"] for r in scored]
+    assert sb == pytest.approx([2.0, 0.0, 0.0, 2.0, 1.98, -0.04])

@@ -307,3 +307,50 @@ def test_kimi_length_bounded_and_monotone(group):
     correct = sorted((n, v) for (ok, n, fin), v in zip(group, r, strict=True) if ok and fin)
     for (n1, v1), (n2, v2) in pairwise(correct):
         assert n1 == n2 or v1 >= v2
+
+
+# --- shorterbetter ---------------------------------------------------------------------------
+
+
+def test_shorterbetter_by_hand():
+    # ℓ* = 30, the shortest correct; r = 2·c − 0.001·|L − 30|
+    samples = [s(RIGHT, 50), s(WRONG, 10), s(RIGHT, 30), s(WRONG, 130)]
+    assert run("shorterbetter", samples) == approx([1.98, -0.02, 2.0, -0.1])
+    assert run("shorterbetter", samples, alpha=1.0, beta=0.01) == approx([0.8, -0.2, 1.0, -1.0])
+
+
+def test_shorterbetter_edge_cases():
+    # none correct: ℓ* is the mean of all lengths, (10 + 20 + 60) / 3 = 30
+    samples = [s(WRONG, 10), s(WRONG, 20), s(WRONG, 60)]
+    assert run("shorterbetter", samples, beta=0.1) == approx([-2.0, -1.0, -3.0])
+    # all lengths equal: no length term, plain α·accuracy
+    assert run("shorterbetter", [s(RIGHT, 7), s(WRONG, 7)]) == approx([2.0, 0.0])
+    # a truncated right answer is wrong: not a candidate for ℓ*, and it keeps its distance
+    samples = [s(RIGHT, 5, finished=False), s(RIGHT, 40)]
+    assert run("shorterbetter", samples, beta=0.1) == approx([-3.5, 2.0])
+    # unscorable gold: None; its length is not a candidate for ℓ* but counts in the mean
+    samples = [s(RIGHT, 10, answer="{"), s(WRONG, 30), s(WRONG, 50)]
+    assert run("shorterbetter", samples, beta=0.1) == approx([None, -0.0, -2.0])
+    assert run("shorterbetter", []) == []
+    with pytest.raises(UserError, match="alpha and beta must be >= 0"):
+        run("shorterbetter", samples, beta=-1.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.booleans(), st.integers(1, 500), st.booleans()), min_size=1, max_size=8)
+)
+def test_shorterbetter_bounds_and_the_optimum(group):
+    samples = [s(RIGHT if ok else WRONG, n, finished) for ok, n, finished in group]
+    r = run("shorterbetter", samples)
+    assert all(v <= 2.0 + 1e-9 for v in r)
+    correct = [(n, v) for (ok, n, fin), v in zip(group, r, strict=True) if ok and fin]
+    if correct:
+        shortest = min(n for n, _ in correct)
+        # the shortest correct completion scores exactly α, the group's best
+        assert all(v == pytest.approx(2.0) for n, v in correct if n == shortest)
+        assert max(r) == pytest.approx(2.0)
+        # among correct completions, longer never scores higher
+        ranked = sorted(correct)
+        for (n1, v1), (n2, v2) in pairwise(ranked):
+            assert n1 == n2 or v1 >= v2

@@ -9,6 +9,7 @@ from frugalrl.rewards import (  # noqa: F401  (registers the rewards)
     language,
     overlong,
     repetition,
+    shorterbetter,
 )
 from frugalrl.rewards.compose import RewardFailures, RewardSpec, score_group
 from frugalrl.rewards.language import drift_fraction
