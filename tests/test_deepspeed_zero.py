@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from frugalrl.errors import UserError
-from frugalrl.train.deepspeed_zero import engine_config, launch_config, launched_zero_stage
+from frugalrl.train.deepspeed_zero import (
+    STALE_BUILD_LOCK_S,
+    check_build_locks,
+    engine_config,
+    launch_config,
+    launched_zero_stage,
+)
 from frugalrl.train.distributed import DataParallel
 
 pytest.importorskip("deepspeed")
@@ -66,3 +72,18 @@ def test_one_process_launched_with_deepspeed_trains_without_it(monkeypatch):
     with pytest.warns(UserWarning, match="one process: nothing to partition"):
         dp = DataParallel.from_environment(torch.device("cpu"))
     assert dp.zero_stage == 0 and dp.sharding is None
+
+
+def test_a_stale_torch_extension_build_lock_is_one_line_not_a_hang(tmp_path, monkeypatch):
+    """torch waits forever on ``<op>/lock``; a fresh one is a build running elsewhere (wait), an
+    old one was left by a killed build (refuse, naming the file)."""
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    lock = tmp_path / "py311_cpu" / "deepspeed_shm_comm" / "lock"
+    lock.parent.mkdir(parents=True)
+    check_build_locks()  # no lock
+    lock.touch()
+    made = lock.stat().st_mtime
+    check_build_locks(now=made + STALE_BUILD_LOCK_S - 1)
+    with pytest.raises(UserError) as e:
+        check_build_locks(now=made + STALE_BUILD_LOCK_S + 60)
+    assert str(lock) in str(e.value) and "\n" not in str(e.value) and "11 min" in str(e.value)

@@ -39,6 +39,17 @@ REWARDS = [
 NOT_COMPARED = ("time/", "throughput/", "train/micro_batches")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def private_torch_extensions(tmp_path_factory):
+    """The launched DeepSpeed processes JIT-build their CPU ops in a directory of this module's
+    own (one ~20 s build): a build lock some killed process left in the shared cache cannot
+    hang them (the launch refuses a stale lock, ``test_deepspeed_zero.py``)."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path_factory.mktemp("torch_extensions")))
+    yield
+    patch.undo()
+
+
 def write_recipe(tmp_path, tiny_model_dir, task_files, rewards=REWARDS) -> Path:
     recipe = yaml.safe_load((ROOT / "recipes" / "demo.yaml").read_text())
     recipe["model"]["name_or_path"] = str(tiny_model_dir)
@@ -247,6 +258,32 @@ def test_deepspeed_zero_rollback_ends_where_one_process_ends(
     assert_same_run(tmp_path / "one", run, steps=(0, 1, 2, 3, 4))
     rows = read_metrics(run / "metrics.jsonl")
     assert [r.get("guards/rollbacks") for r in rows[1:]] == [0, 1, 1, 1]
+
+
+def test_a_stale_build_lock_stops_a_deepspeed_launch_in_one_line(
+    tmp_path, tiny_model_dir, task_files
+):
+    """A build lock a killed process left where DeepSpeed builds its ops: the launch stops at
+    once, naming the file, where it used to wait on it forever."""
+    pytest.importorskip("deepspeed")
+    lock = tmp_path / "extensions" / "py311_cpu" / "deepspeed_shm_comm" / "lock"
+    lock.parent.mkdir(parents=True)
+    lock.touch()
+    os.utime(lock, (lock.stat().st_mtime - 7200,) * 2)
+    recipe = write_recipe(tmp_path, tiny_model_dir, task_files)
+    command = [*accelerate_launch(CONFIGS / "deepspeed-zero2.yaml"), str(recipe)]
+    done = subprocess.run(
+        [*command, f"--set=train.output_dir={tmp_path / 'run'}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**launch_env(), "TORCH_EXTENSIONS_DIR": str(tmp_path / "extensions")},
+        check=False,
+    )
+    assert done.returncode != 0
+    assert f"frugalrl: error: {lock}: a torch extension build lock 120 min old" in done.stderr, (
+        done.stderr[-3000:]
+    )
 
 
 NAN_AT_STEP_2 = """

@@ -480,9 +480,11 @@ REWARD_PARAMS = {
     "cosine": [{}, {"max_len": 1}, {"extraction": "boxed_latex_expr"}],
     "efficiency": [{}, {"alpha": 0.0}, {"alpha": 1.0}],
     "format": [{}, {"schema": "open-r1"}, {"schema": "boxed"}],
+    "kimi_length": [{}, {"extraction": "boxed"}],
     "language": [{}, {"script": "han"}, {"script": "greek", "threshold": 0.0}],
     "overlong": [{}, {"max_len": 10, "cache_len": 10}],
     "repetition": [{}, {"ngram_size": 1}],
+    "shorterbetter": [{}, {"alpha": 0.0, "beta": 1.0}, {"extraction": "boxed"}],
 }
 
 

@@ -17,8 +17,10 @@ from __future__ import annotations
 import copy
 import math
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -83,6 +85,35 @@ def engine_config(
     elif dtype == torch.float16:
         config["fp16"] = {"enabled": True}
     return {k: v for k, v in config.items() if v != "auto"}
+
+
+# A torch extension build takes well under a minute here; a lock older than this was left by a
+# build that was killed, not by one that is running.
+STALE_BUILD_LOCK_S = 600.0
+
+
+def check_build_locks(now: float | None = None) -> None:
+    """Refuse to start on a stale torch-extension build lock.
+
+    DeepSpeed JIT-builds its ops (on CPU: the shared-memory all-reduce) under
+    ``TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``), and torch makes every
+    later process that loads the op wait, silently and forever, while ``<op>/lock`` exists. A
+    build killed half-way leaves that file behind, and the run would hang at its first step."""
+    from torch.utils.cpp_extension import get_default_build_root
+
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
+    now = time.time() if now is None else now
+    for lock in sorted(root.glob("*/*/lock")):
+        try:
+            age = now - lock.stat().st_mtime
+        except OSError:  # released while we looked
+            continue
+        if age > STALE_BUILD_LOCK_S:
+            raise UserError(
+                f"{lock}: a torch extension build lock {age / 60:.0f} min old, left by an "
+                "interrupted build; DeepSpeed would wait on it forever. Delete it if no build "
+                "is running"
+            )
 
 
 class ZeroEngine:

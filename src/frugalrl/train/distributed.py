@@ -47,6 +47,7 @@ import torch.distributed as dist
 from frugalrl.errors import UserError
 from frugalrl.train.deepspeed_zero import (
     ZeroEngine,
+    check_build_locks,
     engine_config,
     launch_config,
     launched_zero_stage,
@@ -95,6 +96,8 @@ class DataParallel:
                     stacklevel=2,
                 )
             return cls(device=device)
+        if zero_stage:
+            check_build_locks()  # before PartialState: DeepSpeed loads its ops there
         from accelerate import PartialState
 
         # Long: the other processes wait at a barrier while the main one evaluates.
