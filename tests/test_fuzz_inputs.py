@@ -481,6 +481,8 @@ REWARD_PARAMS = {
     "efficiency": [{}, {"alpha": 0.0}, {"alpha": 1.0}],
     "format": [{}, {"schema": "open-r1"}, {"schema": "boxed"}],
     "kimi_length": [{}, {"extraction": "boxed"}],
+    "l1_exact": [{}, {"alpha": 0.0}],
+    "l1_max": [{}, {"alpha": 1.0, "delta": 0.0}],
     "language": [{}, {"script": "han"}, {"script": "greek", "threshold": 0.0}],
     "overlong": [{}, {"max_len": 10, "cache_len": 10}],
     "repetition": [{}, {"ngram_size": 1}],

@@ -81,3 +81,47 @@ def test_the_group_length_rewards_score_from_the_command_line(tmp_path):
     # ℓ*: 9 in p1, the mean 4 in p2 (none correct), 10 in p3
     sb = [r["shorterbetter"] for r in scored]
     assert sb == pytest.approx([2.0, 0.0, 0.0, 2.0, 1.98, -0.04])
+
+
+def test_the_l1_rewards_read_each_rows_target_from_the_command_line(tmp_path):
+    rows = [
+        {
+            "group": "p",
+            "completion": "\\boxed{12}",
+            "answer": "12",
+            "tokens": 700,
+            "target_tokens": 1000,
+        },
+        {
+            "group": "p",
+            "completion": "\\boxed{12}",
+            "answer": "12",
+            "tokens": 1200,
+            "target_tokens": 1000,
+        },
+        {
+            "group": "p",
+            "completion": "\\boxed{13}",
+            "answer": "12",
+            "tokens": 1000,
+            "target_tokens": 1000,
+        },
+        {
+            "group": "p",
+            "completion": "\\boxed{12}",
+            "answer": "12",
+            "tokens": 9000,
+        },  # no target: correctness
+    ]
+    src = write_rows(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    recipe = [
+        "--recipe",
+        "recipes/demo.yaml",
+        "--set",
+        "rewards=[{name: l1_exact}, {name: l1_max}]",
+    ]
+    assert main(["rewards", *recipe, "--input", str(src), "--out", str(out)]) == 0
+    scored = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["l1_exact"] for r in scored] == pytest.approx([0.9, 1 - 200 / 3000, 0.0, 1.0])
+    assert [r["l1_max"] for r in scored] == pytest.approx([0.8, 0.3, 0.0, 1.0])

@@ -34,6 +34,29 @@ class ModelConfig(_Section):
     trust_remote_code: bool = False
 
 
+class LengthTargetsConfig(_Section):
+    """A target length per training problem, stated in its prompt (L1 / LCPO,
+    docs/algorithms.md#l1); the ``l1_exact`` / ``l1_max`` rewards score against it."""
+
+    kind: Literal["exact", "max"] = Field(
+        "exact",
+        description="'exact': \"Think for N tokens.\" (L1-Exact); 'max': \"Think for maximum N "
+        'tokens." (L1-Max).',
+    )
+    low: int = Field(100, gt=0, description="Smallest target; L1: 100 (of a 4k budget).")
+    high: int = Field(4000, gt=0, description="Largest target; L1: 4,000. Scale both to your cap.")
+    budget_free: float = Field(
+        0.0, ge=0, le=1, description="Share of problems without a target (L1's --use_both: 0.5)."
+    )
+    seed: int = Field(0, description="Seed of the draws (same targets on resume).")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LengthTargetsConfig:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        return self
+
+
 class DataConfig(_Section):
     path: str = Field(
         "", description="Training problems: a JSONL/JSON/parquet file, or a HF dataset name."
@@ -52,6 +75,9 @@ class DataConfig(_Section):
         512, gt=0, description="open-rs: 512; longer prompts are dropped."
     )
     limit: int | None = Field(None, gt=0, description="Use only the first N problems (debugging).")
+    length_targets: LengthTargetsConfig | None = Field(
+        None, description="Per-problem target lengths in the prompt (L1); None: no targets."
+    )
 
 
 class RolloutConfig(_Section):

@@ -6,6 +6,7 @@ from frugalrl.rewards import (  # noqa: F401  (registers the rewards)
     efficiency,
     format,
     kimi_length,
+    l1,
     language,
     overlong,
     repetition,

@@ -37,6 +37,7 @@ from frugalrl.algo import group_advantages
 from frugalrl.algo.logprobs import supports_chunked_logprobs
 from frugalrl.config import Config
 from frugalrl.data import encode_prompts, load_problems
+from frugalrl.data.length_targets import with_length_targets
 from frugalrl.data.sampler import PromptSampler
 from frugalrl.errors import UserError
 from frugalrl.eval.benchmarks import Benchmark, load_benchmark
@@ -521,6 +522,8 @@ def start_run(config: Config, resume: bool) -> Run:
         split=config.data.split,
         limit=config.data.limit,
     )
+    if (targets := config.data.length_targets) is not None:
+        problems = with_length_targets(problems, **targets.model_dump())
     model, ref_model, tokenizer = load_models(config, checkpoints[-1] if checkpoints else None, dp)
     config = runnable_config(config, model, dp)
     model = dp.prepare(model)  # sharded (FSDP) when launched so, else as it is
