@@ -9,7 +9,7 @@ budget-free rows are.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from frugalrl.data.length_targets import TARGET_FIELD
 from frugalrl.errors import UserError
@@ -28,6 +28,21 @@ def _target(sample: Sample) -> int | None:
     return int(value)
 
 
+def _score(
+    samples: Sequence[Sample], extraction: str, formula: Callable[[float, int, int], float]
+) -> list[float | None]:
+    """``formula(correct, N, n)`` for each sample with a target; correctness alone without."""
+    values: list[float | None] = []
+    for s in samples:
+        ok = grade_sample(s, truncated_is_wrong=True, extraction=extraction)
+        target = _target(s)
+        if ok is None or target is None:
+            values.append(None if ok is None else float(ok))
+        else:
+            values.append(formula(float(ok), target, s.num_tokens))
+    return values
+
+
 @REWARDS.register("l1_exact")
 def l1_exact(
     samples: Sequence[Sample], alpha: float = 1 / 3000, extraction: str = DEFAULT_EXTRACTION
@@ -41,15 +56,7 @@ def l1_exact(
     docs/algorithms.md#l1."""
     if alpha < 0:
         raise UserError(f"reward 'l1_exact': alpha must be >= 0, got {alpha}")
-    values: list[float | None] = []
-    for s in samples:
-        ok = grade_sample(s, truncated_is_wrong=True, extraction=extraction)
-        target = _target(s)
-        if ok is None or target is None:
-            values.append(None if ok is None else float(ok))
-            continue
-        values.append(float(ok) - alpha * abs(target - s.num_tokens))
-    return values
+    return _score(samples, extraction, lambda c, target, n: c - alpha * abs(target - n))
 
 
 @REWARDS.register("l1_max")
@@ -68,12 +75,8 @@ def l1_max(
     row scored by its own formula), here a run uses one kind. docs/algorithms.md#l1."""
     if alpha < 0:
         raise UserError(f"reward 'l1_max': alpha must be >= 0, got {alpha}")
-    values: list[float | None] = []
-    for s in samples:
-        ok = grade_sample(s, truncated_is_wrong=True, extraction=extraction)
-        target = _target(s)
-        if ok is None or target is None:
-            values.append(None if ok is None else float(ok))
-            continue
-        values.append(float(ok) * min(1.0, max(0.0, alpha * (target - s.num_tokens) + delta)))
-    return values
+    return _score(
+        samples,
+        extraction,
+        lambda c, target, n: c * min(1.0, max(0.0, alpha * (target - n) + delta)),
+    )
