@@ -122,7 +122,6 @@ def _cmd_rewards(args: argparse.Namespace) -> None:
 
     from frugalrl.config import load_config
     from frugalrl.data.dataset import read_jsonl
-    from frugalrl.rewards import RewardSpec
     from frugalrl.rewards.offline import score_rows
 
     config = load_config(args.recipe, list(args.set or []))
@@ -139,7 +138,7 @@ def _cmd_rewards(args: argparse.Namespace) -> None:
                 f"rows without 'tokens' need the recipe model's tokenizer, which did not load "
                 f"from '{config.model.name_or_path}': {str(e).splitlines()[0]}"
             ) from None
-    specs = [RewardSpec(r.name, r.weight, r.params) for r in config.rewards]
+    specs = [r.spec() for r in config.rewards]
     scored = score_rows(
         rows,
         specs,

@@ -8,12 +8,15 @@ Unknown keys and bad values are user errors that name the key and the valid choi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from frugalrl.errors import UserError
+
+if TYPE_CHECKING:
+    from frugalrl.rewards.compose import RewardSpec
 
 
 class _Section(BaseModel):
@@ -132,10 +135,33 @@ class RewardConfig(_Section):
 
     name: str = Field(description="Registered reward name, or 'module:function' for your own.")
     weight: float = Field(1.0, description="Weight of this term in the total reward.")
+    schedule: dict[int, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Parameters that change during training: {first step: {param: value}}; from "
+        "that (0-based) step on they replace the values before them, e.g. ThinkPrune's length "
+        "limit lowered in stages, {40: {max_tokens: 160}, 80: {max_tokens: 128}} "
+        "(docs/algorithms.md#thinkprune). Logged as reward/<name>/<param>. {}: fixed.",
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _stages_start_at_steps(cls, v: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
+        for step, stage in v.items():
+            if step < 0:
+                raise ValueError(f"a schedule stage starts at a step >= 0, got {step}")
+            clash = {"name", "weight", "schedule"} & set(stage)
+            if clash:
+                raise ValueError(f"a schedule stage sets parameters only, not '{min(clash)}'")
+        return dict(sorted(v.items()))
 
     @property
     def params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+    def spec(self) -> RewardSpec:
+        from frugalrl.rewards.compose import RewardSpec
+
+        return RewardSpec(self.name, self.weight, self.params, tuple(self.schedule.items()))
 
 
 def _default_rewards() -> list[RewardConfig]:
@@ -524,7 +550,7 @@ class Config(_Section):
         # Registry names are checked here, so a typo fails before any model is loaded.
         from frugalrl.algo import ADVANTAGES, KL_ESTIMATORS, LOSS_AGGREGATIONS, checked_policy_loss
         from frugalrl.registry import check_params
-        from frugalrl.rewards.registry import resolve_reward
+        from frugalrl.rewards.compose import checked_reward
         from frugalrl.rollout import ROLLOUT_ENGINES
 
         check_params(
@@ -542,7 +568,9 @@ class Config(_Section):
         KL_ESTIMATORS.get(self.algo.kl_estimator)
         ROLLOUT_ENGINES.get(self.rollout.engine)
         for reward in self.rewards:
-            resolve_reward(reward.name)
+            checked_reward(reward.name, reward.params)
+            for step in reward.schedule:
+                checked_reward(reward.name, reward.spec().at(step).params, f" at step {step}")
         return self
 
     @property

@@ -22,11 +22,34 @@ RewardFailures = Counter
 @dataclass(frozen=True)
 class RewardSpec:
     """One reward of a recipe: ``{name: format, weight: 1.0, schema: open-rs}`` gives
-    ``RewardSpec("format", 1.0, {"schema": "open-rs"})``."""
+    ``RewardSpec("format", 1.0, {"schema": "open-rs"})``.
+
+    ``schedule``: (first step, parameters) stages in step order; from its first step on, a
+    stage's parameters replace those before it (ThinkPrune's length limit lowered in stages).
+    """
 
     name: str
     weight: float = 1.0
     params: Mapping[str, Any] = field(default_factory=dict)
+    schedule: tuple[tuple[int, Mapping[str, Any]], ...] = ()
+
+    def at(self, step: int) -> RewardSpec:
+        """The reward as it scores at training step ``step`` (0-based), its schedule applied."""
+        params = dict(self.params)
+        for start, stage in sorted(self.schedule, key=lambda s: s[0]):
+            if step >= start:
+                params.update(stage)
+        return RewardSpec(self.name, self.weight, params)
+
+
+def checked_reward(name: str, params: Mapping[str, Any], where: str = ""):
+    """The reward ``name``; a UserError if it cannot be called with ``params``."""
+    fn = resolve_reward(name)
+    try:
+        inspect.signature(fn).bind([], **params)
+    except TypeError as e:
+        raise UserError(f"reward '{name}'{where}: bad parameters {dict(params)}: {e}") from None
+    return fn
 
 
 def score_group(
@@ -46,13 +69,7 @@ def score_group(
         raise UserError(f"each reward may appear once in a recipe; got {', '.join(names)}")
     per_reward: dict[str, list[float | None]] = {}
     for spec in specs:
-        fn = resolve_reward(spec.name)
-        try:
-            inspect.signature(fn).bind(samples, **spec.params)
-        except TypeError as e:
-            raise UserError(
-                f"reward '{spec.name}': bad parameters {dict(spec.params)}: {e}"
-            ) from None
+        fn = checked_reward(spec.name, spec.params)
         try:
             values = list(fn(samples, **spec.params))
             if len(values) != len(samples):

@@ -7,7 +7,7 @@ run: a group the watchdog gives up on scores None everywhere and is counted.
 
 from __future__ import annotations
 
-import functools
+import copy
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,7 +31,9 @@ class ScoredBatch:
     timed_out: int = 0  # groups the watchdog gave up on
 
 
-def _score(samples: Sequence[Sample], specs: Sequence[RewardSpec]) -> Scores:
+def _score(task: tuple[Sequence[Sample], Sequence[RewardSpec]]) -> Scores:
+    # the specs travel with each group: a reward's parameters may change from step to step
+    samples, specs = task
     failures: Counter = Counter()
     values, totals = score_group(samples, specs, failures)
     return values, totals, failures
@@ -46,13 +48,29 @@ class RewardScorer:
     """Scores batches of groups with ``specs``; keep one for a whole run (the pool persists)."""
 
     def __init__(self, specs: Sequence[RewardSpec], workers: int = 0, timeout: float = 30.0):
-        self.specs = list(specs)
-        self._pool = GroupPool(
-            functools.partial(_score, specs=self.specs), workers, timeout, _register_rewards
-        )
+        self._scheduled = list(specs)
+        self.specs = [spec.at(0) for spec in specs]  # what score() uses
+        self._pool = GroupPool(_score, workers, timeout, _register_rewards)
+
+    def at(self, step: int) -> RewardScorer:
+        """This scorer at training step ``step``, each reward's schedule applied; it shares the
+        worker processes (close the original)."""
+        view = copy.copy(self)
+        view.specs = [spec.at(step) for spec in self._scheduled]
+        return view
+
+    def scheduled_values(self) -> dict[str, float]:
+        """``reward/<name>/<param>``: the current value of each numeric scheduled parameter."""
+        values = {}
+        for scheduled, spec in zip(self._scheduled, self.specs, strict=True):
+            for key in sorted({k for _, stage in scheduled.schedule for k in stage}):
+                value = spec.params.get(key)
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    values[f"reward/{spec.name}/{key}"] = float(value)
+        return values
 
     def score(self, groups: Sequence[Sequence[Sample]]) -> ScoredBatch:
-        results, timed_out = self._pool.map(groups)
+        results, timed_out = self._pool.map([(samples, self.specs) for samples in groups])
         names = [s.name for s in self.specs]
         batch = ScoredBatch({n: [] for n in names}, [], Counter(), len(timed_out))
         for g, samples in enumerate(groups):

@@ -43,7 +43,6 @@ from frugalrl.errors import UserError
 from frugalrl.eval.benchmarks import Benchmark, load_benchmark
 from frugalrl.eval.runner import EvalSettings, evaluate_engine
 from frugalrl.policy import add_adapters, load_policy, pick_device
-from frugalrl.rewards import RewardSpec
 from frugalrl.rewards.registry import resolve_reward
 from frugalrl.rewards.scoring import RewardScorer
 from frugalrl.rng import rng_state, set_rng_state
@@ -582,7 +581,7 @@ def start_run(config: Config, resume: bool) -> Run:
     if config.eval.before and "base" not in run.summary["eval"]:
         evaluate_base_policy(run)
     run.scorer = RewardScorer(
-        [RewardSpec(r.name, r.weight, r.params) for r in config.rewards],
+        [r.spec() for r in config.rewards],
         workers=config.scoring.resolved_workers(),
         timeout=config.scoring.timeout_seconds,
     )
@@ -710,6 +709,7 @@ def train_step(run: Run) -> dict[str, float]:
     t0 = time.perf_counter()
     pad_id = run.tokenizer.pad_token_id
     before = run.sampler.state_dict(), rng_state()
+    scorer = run.scorer.at(run.step)  # rewards with a schedule score by this step's stage
     with run.dp.full_weights(run.model):
         try:
             rollouts, generated, sampling = sample_step(
@@ -718,7 +718,7 @@ def train_step(run: Run) -> dict[str, float]:
                 run.problems,
                 run.prompt_ids,
                 run.config,
-                run.scorer,
+                scorer,
                 run.dp,
             )
         except EngineUnavailable:
@@ -754,7 +754,8 @@ def train_step(run: Run) -> dict[str, float]:
     seconds = time.perf_counter() - t0
     run.train_seconds += seconds
     return {
-        **rollout_metrics(generated, run.scorer),
+        **rollout_metrics(generated, scorer),
+        **scorer.scheduled_values(),
         **sampling,
         **update,
         "time/step_seconds": seconds,
