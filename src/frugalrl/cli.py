@@ -180,7 +180,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         return
     if not args.model:
         raise UserError("eval needs --model PATH_OR_RUN_DIR (or --regrade GENERATIONS.jsonl)")
-    from frugalrl.eval.runner import EvalSettings, evaluate_model  # imports torch
+    from frugalrl.eval.runner import EvalSettings, ModelSource, evaluate_model  # imports torch
 
     if args.samples < 1:
         raise UserError(f"--samples must be >= 1, got {args.samples}")
@@ -205,22 +205,60 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     out = Path(args.out) if args.out else Path("evals") / Path(args.model).name
-    summary = evaluate_model(
+    source = ModelSource(
         args.model,
-        benchmarks,
-        settings,
-        out,
         engine=args.engine,
         engine_options=parse_options(args.engine_option, "--engine-option"),
         device=args.device,
         dtype=args.dtype,
         batch_size=args.batch_size,
-        workers=workers,
-        timeout=args.timeout,
-        progress=not args.no_progress,
     )
+    grading = {"workers": workers, "timeout": args.timeout, "progress": not args.no_progress}
+    sweep = _budget_sweep(args)
+    if sweep is not None:
+        _eval_sweep(sweep, source, benchmarks, settings, out, grading)
+        return
+    summary = evaluate_model(source, benchmarks, settings, out, **grading)
     print(summary_markdown(summary, title=summary.get("model")))
     print(f"written to {out}/ (generations.jsonl, summary.json, summary.md)", file=sys.stderr)
+
+
+def _budgets(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        budgets = tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise UserError(f"{flag} {text!r}: expected token counts, e.g. 64,128,256") from None
+    if not budgets or min(budgets) < 1:
+        raise UserError(f"{flag} {text!r}: every budget must be >= 1 token")
+    return budgets
+
+
+def _budget_sweep(args: argparse.Namespace):
+    from frugalrl.eval.sweep import BudgetSweep
+
+    if args.budget and args.budget_forcing:
+        raise UserError("--budget and --budget-forcing: give one (one sweep per evaluation)")
+    if args.budget:
+        return BudgetSweep("budget", _budgets(args.budget, "--budget"), args.budget_kind)
+    if args.budget_forcing:
+        budgets = _budgets(args.budget_forcing, "--budget-forcing")
+        return BudgetSweep("forcing", budgets, answer_tokens=args.answer_tokens)
+    return None
+
+
+def _eval_sweep(sweep, source, benchmarks, settings, out: Path, grading: dict) -> None:
+    from frugalrl.eval.sweep import run_sweep, sweep_markdown
+    from frugalrl.report.sweep_plot import write_sweep_plot
+
+    with source.open() as (engine, tokenizer, model_dir):
+        meta = {"model": model_dir, "engine": source.engine}
+        table = run_sweep(sweep, engine, tokenizer, benchmarks, settings, out, meta, **grading)
+    png = write_sweep_plot(table, out)
+    print(sweep_markdown(table))
+    print(
+        f"written to {out}/ ({sweep.kind}-N/ per budget, {sweep.kind}.md, {png.name})",
+        file=sys.stderr,
+    )
 
 
 def parse_options(pairs: list[str] | None, flag: str) -> dict:
@@ -382,6 +420,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--extraction",
         default="boxed_or_anchored",
         help="final-answer extraction: boxed_or_anchored (default), boxed, boxed_latex_expr",
+    )
+    p.add_argument(
+        "--budget",
+        metavar="N[,N...]",
+        help="state a target length in every prompt (L1-trained models), one evaluation per "
+        "budget: an accuracy vs budget table and plot",
+    )
+    p.add_argument(
+        "--budget-kind",
+        choices=["max", "exact"],
+        default="max",
+        help="with --budget: 'Think for maximum N tokens.' (default) or 'Think for N tokens.'",
+    )
+    p.add_argument(
+        "--budget-forcing",
+        metavar="N[,N...]",
+        help="s1 budget forcing: at N tokens close the thinking (</think>) and let the model "
+        "answer; one evaluation per budget, a table and plot",
+    )
+    p.add_argument(
+        "--answer-tokens",
+        type=int,
+        default=256,
+        help="with --budget-forcing: tokens allowed for the answer after the cut (default 256)",
     )
     p.add_argument("--regrade", metavar="JSONL", help="re-grade saved generations, no model")
     p.add_argument("--workers", default="auto", help="grading processes (auto: one per core)")

@@ -46,6 +46,12 @@ def with_length_targets(
         if free:
             out.append({k: v for k, v in row.items() if k != TARGET_FIELD})
             continue
-        problem = f"{row['problem']} {length_instruction(kind, target)}"
-        out.append({**row, "problem": problem, TARGET_FIELD: target})
+        out.append(with_target(row, kind, target))
     return out
+
+
+def with_target(row: dict[str, Any], kind: Literal["exact", "max"], target: int) -> dict[str, Any]:
+    """A copy of the problem ``row`` asking for ``target`` tokens (``frugalrl eval --budget``
+    asks every problem for the same one)."""
+    problem = f"{row['problem']} {length_instruction(kind, target)}"
+    return {**row, "problem": problem, TARGET_FIELD: target}

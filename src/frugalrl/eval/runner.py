@@ -14,8 +14,9 @@ Writes to the output directory:
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -140,30 +141,46 @@ def evaluate_engine(
     return write_results(out, rows, meta, title)
 
 
+@dataclass(frozen=True)
+class ModelSource:
+    """The policy to evaluate and how it is served: ``frugalrl eval --model ... --engine ...``."""
+
+    model: str | Path  # model, LoRA adapter or run directory, or a hub name
+    engine: str = "hf"  # a registered rollout engine
+    engine_options: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int = 256  # sequences per generate call
+
+    @contextmanager
+    def open(self) -> Iterator[tuple[RolloutEngine, Any, str]]:
+        """(engine holding the policy, tokenizer, resolved model directory); the engine is
+        closed on exit (e.g. a vLLM server it started)."""
+        from frugalrl.policy import load_policy, pick_device
+
+        model_dir = resolve_model_dir(self.model)
+        policy, tokenizer = load_policy(model_dir, self.dtype, pick_device(self.device))
+        rollout = ROLLOUT_ENGINES.get(self.engine)(
+            policy, tokenizer, batch_size=self.batch_size, **self.engine_options
+        )
+        try:
+            yield rollout, tokenizer, model_dir
+        finally:
+            rollout.close()
+
+
 def evaluate_model(
-    model: str | Path,
+    source: ModelSource,
     benchmarks: Sequence[Benchmark],
     settings: EvalSettings,
     out: Path,
-    engine: str = "hf",
-    engine_options: dict[str, Any] | None = None,
-    device: str = "auto",
-    dtype: str = "auto",
-    batch_size: int = 256,
     workers: int = 0,
     timeout: float = 30.0,
     progress: bool = True,
 ) -> dict[str, Any]:
     """``frugalrl eval --model``: load the policy, then :func:`evaluate_engine`."""
-    from frugalrl.policy import load_policy, pick_device
-
-    model_dir = resolve_model_dir(model)
-    policy, tokenizer = load_policy(model_dir, dtype, pick_device(device))
-    rollout = ROLLOUT_ENGINES.get(engine)(
-        policy, tokenizer, batch_size=batch_size, **(engine_options or {})
-    )
-    meta = {"model": model_dir, "engine": engine}
-    try:
+    with source.open() as (rollout, tokenizer, model_dir):
+        meta = {"model": model_dir, "engine": source.engine}
         return evaluate_engine(
             rollout,
             tokenizer,
@@ -176,5 +193,3 @@ def evaluate_model(
             progress,
             model_dir,
         )
-    finally:
-        rollout.close()  # e.g. a vLLM server it started
