@@ -166,15 +166,18 @@ def _cmd_rewards(args: argparse.Namespace) -> None:
 def _cmd_eval(args: argparse.Namespace) -> None:
     from frugalrl.eval.benchmarks import load_benchmark, parse_benchmark_list
     from frugalrl.eval.regrade import regrade
-    from frugalrl.eval.summary import summary_markdown
+    from frugalrl.eval.summary import parse_vote, summary_markdown
     from frugalrl.group_pool import default_workers
     from frugalrl.rewards.answer import check_extraction
 
     check_extraction(args.extraction)
     workers = default_workers() if args.workers == "auto" else int(args.workers)
+    votes = tuple(args.vote or ())
+    for vote in votes:
+        parse_vote(vote)
     if args.regrade:
         out = Path(args.out) if args.out else None
-        summary = regrade(Path(args.regrade), out, args.extraction, workers, args.timeout)
+        summary = regrade(Path(args.regrade), out, args.extraction, workers, args.timeout, votes)
         print(summary_markdown(summary, title=f"regrade of {args.regrade}"))
         print(f"graded in {summary['grade_seconds']:.2f} s", file=sys.stderr)
         return
@@ -203,6 +206,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         system_prompt=args.system_prompt,
         extraction=args.extraction,
         seed=args.seed,
+        votes=votes,
     )
     out = Path(args.out) if args.out else Path("evals") / Path(args.model).name
     source = ModelSource(
@@ -444,6 +448,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=256,
         help="with --budget-forcing: tokens allowed for the answer after the cut (default 256)",
+    )
+    p.add_argument(
+        "--vote",
+        action="append",
+        metavar="short-M@K",
+        help="also report short-m@k (Hassid et al. 2025): of K samples, the first M to finish "
+        "vote, ties to the shortest; accuracy and tokens actually spent (K=k: all samples). "
+        "Repeatable",
     )
     p.add_argument("--regrade", metavar="JSONL", help="re-grade saved generations, no model")
     p.add_argument("--workers", default="auto", help="grading processes (auto: one per core)")

@@ -20,14 +20,17 @@ from frugalrl.eval.summary import summarize, summary_markdown
 from frugalrl.rewards.answer import DEFAULT_EXTRACTION
 
 
-def write_results(out: Path, rows: Sequence[dict], meta: dict[str, Any], title: str) -> dict:
-    """Summarise graded ``rows`` into ``out`` (generations, summary.json, summary.md)."""
+def write_results(
+    out: Path, rows: Sequence[dict], meta: dict[str, Any], title: str, votes: Sequence[str] = ()
+) -> dict:
+    """Summarise graded ``rows`` into ``out`` (generations, summary.json, summary.md);
+    ``votes``: short-m@k votes to add (``frugalrl.eval.summary.summarize``)."""
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "generations.jsonl.tmp"
     with tmp.open("w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
     tmp.replace(out / "generations.jsonl")
-    summary = {**summarize(rows), **meta}
+    summary = {**summarize(rows, votes), **meta}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "summary.md").write_text(summary_markdown(summary, title=title) + "\n")
     return summary
@@ -75,6 +78,7 @@ def regrade(
     extraction: str = DEFAULT_EXTRACTION,
     workers: int = 0,
     timeout: float = 30.0,
+    votes: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Grade saved generations again (no model) and summarise them like ``frugalrl eval``."""
     t0 = time.perf_counter()
@@ -82,5 +86,5 @@ def regrade(
     meta = {"regraded": str(path), "extraction": extraction}
     meta["grade_seconds"] = time.perf_counter() - t0
     if out is None:
-        return {**summarize(rows), **meta}
-    return write_results(out, rows, meta, title=f"regrade of {path}")
+        return {**summarize(rows, votes), **meta}
+    return write_results(out, rows, meta, f"regrade of {path}", votes)

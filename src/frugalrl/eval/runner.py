@@ -46,6 +46,7 @@ class EvalSettings:
     extraction: str = DEFAULT_EXTRACTION
     seed: int = 0
     chunk_prompts: int = 64  # prompts per generate call (a progress tick, a memory bound)
+    votes: tuple[str, ...] = ()  # short-m@k votes reported beside maj@k ("short-3@8")
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(self.temperature, self.top_p, self.max_new_tokens)
@@ -138,7 +139,7 @@ def evaluate_engine(
         "generate_seconds": generate_seconds,
         "grade_seconds": time.perf_counter() - t0,
     }
-    return write_results(out, rows, meta, title)
+    return write_results(out, rows, meta, title, settings.votes)
 
 
 @dataclass(frozen=True)

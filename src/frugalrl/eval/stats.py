@@ -93,3 +93,27 @@ def stratified_bootstrap_ci(
     tail = (1 - level) / 2 * 100
     lo, hi = np.percentile(macro, [tail, 100 - tail])
     return float(lo), float(hi)
+
+
+def short_m_at_k(
+    lengths: Sequence[int], groups: Sequence[int | None], correct: Sequence[bool], m: int
+) -> tuple[float, float]:
+    """short-m@k of one problem from its k samples (Hassid et al. 2025, "Don't Overthink It:
+    Preferring Shorter Thinking Chains for Improved LLM Reasoning"): (1.0 if right else 0.0,
+    tokens spent).
+
+    Decoding all k in parallel and stopping once m have finished, the m that finish are the m
+    shortest (equal lengths: the earlier sample). They vote as in :func:`majority_correct`; a
+    tie goes to the group holding the shortest of them. Tokens spent: Σ_i min(n_i, n_(m)),
+    each sample decoded until it finished or the m-th one did. docs/algorithms.md#short-m-at-k.
+    """
+    if not 1 <= m <= len(lengths):
+        raise ValueError(f"need 1 <= m <= k, got m={m}, k={len(lengths)}")
+    if not len(lengths) == len(groups) == len(correct):
+        raise ValueError("lengths, groups and correctness flags differ in number")
+    first = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))[:m]
+    stop = lengths[first[-1]]
+    spent = float(sum(min(n, stop) for n in lengths))
+    # first is ordered shortest first, and majority_correct breaks ties by first appearance
+    won = majority_correct([groups[i] for i in first], [correct[i] for i in first])
+    return won, spent

@@ -36,10 +36,12 @@ from typing import Any
 
 import numpy as np
 
+from frugalrl.errors import UserError
 from frugalrl.eval.stats import (
     bootstrap_ci,
     majority_correct,
     pass_at_k,
+    short_m_at_k,
     stratified_bootstrap_ci,
 )
 
@@ -50,8 +52,21 @@ CI_SEED = 0
 Row = Mapping[str, Any]
 
 
-def summarize(rows: Sequence[Row]) -> dict[str, Any]:
-    """{"benchmarks": {name: stats}, "overall": stats}, benchmarks in order of appearance."""
+def parse_vote(spec: str) -> tuple[int, int | None]:
+    """ "short-3@8" -> (3, 8); "short-1@k" -> (1, None): k = every sample of the problem."""
+    head, sep, k = spec.partition("@")
+    m = head.removeprefix("short-")
+    if not (sep and head.startswith("short-") and m.isdigit() and (k == "k" or k.isdigit())):
+        raise UserError(f"vote {spec!r}: expected short-M@K, e.g. short-3@8 or short-1@k")
+    m_, k_ = int(m), None if k == "k" else int(k)
+    if m_ < 1 or (k_ is not None and k_ < m_):
+        raise UserError(f"vote {spec!r}: need 1 <= M <= K")
+    return m_, k_
+
+
+def summarize(rows: Sequence[Row], votes: Sequence[str] = ()) -> dict[str, Any]:
+    """{"benchmarks": {name: stats}, "overall": stats}, benchmarks in order of appearance;
+    ``votes`` (e.g. "short-3@8") add ``stats["votes"][vote]`` (:func:`_vote_stats`)."""
     if not rows:
         raise ValueError("no generation rows to summarize")
     by_benchmark: dict[str, dict[Any, list[Row]]] = {}
@@ -60,7 +75,48 @@ def summarize(rows: Sequence[Row]) -> dict[str, Any]:
     benchmarks, per_problem = {}, {}
     for name, problems in by_benchmark.items():
         benchmarks[name], per_problem[name] = _benchmark_stats(list(problems.values()))
-    return {"benchmarks": benchmarks, "overall": _overall_stats(benchmarks, per_problem)}
+        if votes:
+            ordered = [sorted(p, key=lambda r: r.get("sample", 0)) for p in problems.values()]
+            benchmarks[name]["votes"] = {v: _vote_stats(ordered, v) for v in votes}
+    overall = _overall_stats(benchmarks, per_problem)
+    if votes:
+        overall["votes"] = {
+            v: {
+                key: _mean_or_none([b["votes"][v][key] for b in benchmarks.values()])
+                for key in ("accuracy", "tokens_spent", "tokens_all_k")
+            }
+            for v in votes
+        }
+    return {"benchmarks": benchmarks, "overall": overall}
+
+
+def _vote_stats(problems: list[list[Row]], vote: str) -> dict[str, Any]:
+    """short-m@k over the first k samples of each problem: accuracy, mean tokens spent per
+    problem, and what decoding all k to the end costs (their total tokens). Null when some
+    sample lacks ``tokens`` or ``answer_group``, or a problem has fewer than k samples."""
+    m, k = parse_vote(vote)
+    k = k or min(len(p) for p in problems)
+    usable = all(len(p) >= max(k, m) for p in problems) and all(
+        r.get("tokens") is not None and "answer_group" in r for p in problems for r in p
+    )
+    if not usable:
+        return {"m": m, "k": k, "accuracy": None, "tokens_spent": None, "tokens_all_k": None}
+    results = [
+        short_m_at_k(
+            [r["tokens"] for r in p[:k]],
+            [r["answer_group"] for r in p[:k]],
+            [bool(r["correct"]) for r in p[:k]],
+            m,
+        )
+        for p in problems
+    ]
+    return {
+        "m": m,
+        "k": k,
+        "accuracy": float(np.mean([won for won, _ in results])),
+        "tokens_spent": float(np.mean([spent for _, spent in results])),
+        "tokens_all_k": float(np.mean([sum(r["tokens"] for r in p[:k]) for p in problems])),
+    }
 
 
 def _pass_ks(n: int) -> list[int]:
@@ -221,4 +277,24 @@ def summary_markdown(summary: Mapping[str, Any], title: str | None = None) -> st
             continue
         cells = [f"**{name}**" if name == "overall" else name, *stats_cells(stats)]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _votes_markdown(summary)) + "\n"
+
+
+def _votes_markdown(summary: Mapping[str, Any]) -> list[str]:
+    votes = (summary.get("overall") or {}).get("votes")
+    if not votes:
+        return []
+    lines = [
+        "",
+        "| vote (overall) | accuracy | tokens spent per problem | all k decoded |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, v in votes.items():
+        cells = [
+            name,
+            format_percent(v["accuracy"]),
+            format_tokens(v["tokens_spent"]),
+            format_tokens(v["tokens_all_k"]),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
