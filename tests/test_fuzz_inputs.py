@@ -477,6 +477,7 @@ answers = st.one_of(
 )
 REWARD_PARAMS = {
     "accuracy": [{}, {"truncated_is_wrong": True}, {"extraction": "boxed"}],
+    "alp": [{}, {"beta": 0.0}, {"beta": 2.0, "max_tokens": 1}],
     "cosine": [{}, {"max_len": 1}, {"extraction": "boxed_latex_expr"}],
     "efficiency": [{}, {"alpha": 0.0}, {"alpha": 1.0}],
     "format": [{}, {"schema": "open-r1"}, {"schema": "boxed"}],
@@ -484,9 +485,12 @@ REWARD_PARAMS = {
     "l1_exact": [{}, {"alpha": 0.0}],
     "l1_max": [{}, {"alpha": 1.0, "delta": 0.0}],
     "language": [{}, {"script": "han"}, {"script": "greek", "threshold": 0.0}],
+    "laser": [{}, {"target_tokens": 1, "bonus": 2.0}, {"target_tokens": None}],
+    "laser_d": [{}, {"target_tokens": 3}, {"targets": {"low": None, "medium": 5, "high": 1}}],
     "overlong": [{}, {"max_len": 10, "cache_len": 10}],
     "repetition": [{}, {"ngram_size": 1}],
     "shorterbetter": [{}, {"alpha": 0.0, "beta": 1.0}, {"extraction": "boxed"}],
+    "thinkprune": [{}, {"max_tokens": 1}],
 }
 
 

@@ -92,3 +92,39 @@ def test_training_logs_each_steps_stage(tmp_path, tiny_overrides):
     rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert [r["reward/overlong/max_len"] for r in rows] == [20.0, 8.0]
     assert [r["reward/overlong/cache_len"] for r in rows] == [10.0, 4.0]
+
+
+def test_laser_d_targets_are_logged_and_resume_exactly(tmp_path, tiny_overrides, train_with_crash):
+    """The adapter's state travels in the checkpoint: a run crashed at step 3 and resumed logs
+    the targets an uninterrupted one does (without the state, step 3 would have none)."""
+    path = tmp_path / "laser.yaml"
+    path.write_text(
+        "rewards:\n"
+        "  - {name: laser_d, weight: 1.0, lower: 2, upper: 12, interval: 2, update_every: 2}\n"
+        "  - {name: format, weight: 1.0}\n"
+    )
+    rows = {}
+    for name in ("straight", "crashed"):
+        config = load_config(
+            str(path),
+            [
+                *tiny_overrides,
+                f"train.output_dir={tmp_path / name}",
+                "scoring.workers=0",
+                "eval.before=false",
+                "eval.after=false",
+                "eval.benchmarks=[]",
+            ],
+        )
+        loop.train(config) if name == "straight" else train_with_crash(config)
+        rows[name] = read_metrics(tmp_path / name / "metrics.jsonl")
+    targets = [
+        {k: v for k, v in r.items() if k.startswith("reward/laser_d/target_")}
+        for r in rows["straight"]
+    ]
+    assert targets[0] == {} and all(targets[1:])  # chosen after the first step
+    assert all(2 <= v <= 12 for t in targets for v in t.values())
+    assert targets == [
+        {k: v for k, v in r.items() if k.startswith("reward/laser_d/target_")}
+        for r in rows["crashed"]
+    ]

@@ -125,3 +125,27 @@ def test_the_l1_rewards_read_each_rows_target_from_the_command_line(tmp_path):
     scored = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["l1_exact"] for r in scored] == pytest.approx([0.9, 1 - 200 / 3000, 0.0, 1.0])
     assert [r["l1_max"] for r in scored] == pytest.approx([0.8, 0.3, 0.0, 1.0])
+
+
+def test_the_target_length_rewards_score_from_the_command_line(tmp_path):
+    # p3: right at 10 and 30 tokens, wrong at 50; accuracy 2/3 → Laser-D's high band
+    rows = [
+        {"group": "p3", "completion": "\\boxed{12}", "answer": "12", "tokens": 10},
+        {"group": "p3", "completion": "\\boxed{12}", "answer": "12", "tokens": 30},
+        {"group": "p3", "completion": "\\boxed{13}", "answer": "12", "tokens": 50},
+    ]
+    src = write_rows(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    rewards = (
+        "rewards=[{name: thinkprune, max_tokens: 20}, {name: laser, target_tokens: 30},"
+        " {name: laser_d, targets: {low: null, medium: null, high: 10}},"
+        " {name: alp, beta: 1.0, max_tokens: 100}]"
+    )
+    recipe = ["--recipe", "recipes/demo.yaml", "--set", rewards]
+    assert main(["rewards", *recipe, "--input", str(src), "--out", str(out)]) == 0
+    scored = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["thinkprune"] for r in scored] == [1.0, 0.0, 0.0]
+    assert [r["laser"] for r in scored] == [1.5, 1.5, 0.0]
+    assert [r["laser_d"] for r in scored] == [1.5, 1.0, 0.0]
+    # p = 2/3: each token costs (2/3)/100
+    assert [r["alp"] for r in scored] == pytest.approx([1 - 0.2 / 3, 0.8, -1 / 3])

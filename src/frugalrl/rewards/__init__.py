@@ -2,15 +2,18 @@
 
 from frugalrl.rewards import (  # noqa: F401  (registers the rewards)
     accuracy,
+    alp,
     cosine,
     efficiency,
     format,
     kimi_length,
     l1,
     language,
+    laser,
     overlong,
     repetition,
     shorterbetter,
+    thinkprune,
 )
 from frugalrl.rewards.compose import RewardFailures, RewardSpec, score_group
 from frugalrl.rewards.language import drift_fraction

@@ -11,9 +11,11 @@ import copy
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from frugalrl.group_pool import GroupPool, default_workers
 from frugalrl.rewards.compose import RewardSpec, score_group
+from frugalrl.rewards.registry import resolve_reward
 from frugalrl.sample import Sample
 
 __all__ = ["RewardScorer", "ScoredBatch", "default_workers"]
@@ -45,29 +47,77 @@ def _register_rewards() -> None:
 
 
 class RewardScorer:
-    """Scores batches of groups with ``specs``; keep one for a whole run (the pool persists)."""
+    """Scores batches of groups with ``specs``; keep one for a whole run (the pool persists).
+
+    A reward function with an ``adapter`` attribute (Laser-D's targets) gets one adapter,
+    kept here in the main process: ``observe`` shows it each step's rollouts, and what it
+    sets (``adapter.params()``) is passed to the reward from then on, its state saved with
+    each checkpoint (``state_dict``)."""
 
     def __init__(self, specs: Sequence[RewardSpec], workers: int = 0, timeout: float = 30.0):
         self._scheduled = list(specs)
-        self.specs = [spec.at(0) for spec in specs]  # what score() uses
+        self._adapters = {
+            spec.name: adapter(spec.params)
+            for spec in specs
+            if (adapter := getattr(resolve_reward(spec.name), "adapter", None)) is not None
+        }
+        self.specs = self._specs_at(0)  # what score() uses
+        self._adapted = self._adapter_metrics()  # what the adapters had set for these specs
         self._pool = GroupPool(_score, workers, timeout, _register_rewards)
 
+    def _specs_at(self, step: int) -> list[RewardSpec]:
+        specs = [spec.at(step) for spec in self._scheduled]
+        return [
+            RewardSpec(s.name, s.weight, {**s.params, **self._adapters[s.name].params()})
+            if s.name in self._adapters
+            else s
+            for s in specs
+        ]
+
     def at(self, step: int) -> RewardScorer:
-        """This scorer at training step ``step``, each reward's schedule applied; it shares the
-        worker processes (close the original)."""
+        """This scorer at training step ``step``, each reward's schedule and adapter applied;
+        it shares the worker processes and adapters (close the original)."""
         view = copy.copy(self)
-        view.specs = [spec.at(step) for spec in self._scheduled]
+        view.specs = self._specs_at(step)
+        view._adapted = self._adapter_metrics()
         return view
 
+    def _adapter_metrics(self) -> dict[str, float]:
+        return {
+            f"reward/{name}/{key}": value
+            for name, adapter in self._adapters.items()
+            for key, value in adapter.metrics().items()
+        }
+
+    def observe(
+        self,
+        step: int,
+        lengths: Sequence[Sequence[int]],
+        per_reward: dict[str, Sequence[Sequence[float]]],
+    ) -> None:
+        """Show the adapters step ``step``'s groups: completion lengths and each reward's
+        values (NaN unscored), every group of the step on every process alike."""
+        for name, adapter in self._adapters.items():
+            adapter.observe(step, lengths, per_reward[name])
+
     def scheduled_values(self) -> dict[str, float]:
-        """``reward/<name>/<param>``: the current value of each numeric scheduled parameter."""
+        """``reward/<name>/<param>``: the value of each numeric scheduled parameter at this
+        scorer's step, and what each adapter had set for it."""
         values = {}
         for scheduled, spec in zip(self._scheduled, self.specs, strict=True):
             for key in sorted({k for _, stage in scheduled.schedule for k in stage}):
                 value = spec.params.get(key)
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     values[f"reward/{spec.name}/{key}"] = float(value)
-        return values
+        return {**values, **self._adapted}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: adapter.state_dict() for name, adapter in self._adapters.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, adapter_state in state.items():
+            if name in self._adapters:
+                self._adapters[name].load_state_dict(adapter_state)
 
     def score(self, groups: Sequence[Sequence[Sample]]) -> ScoredBatch:
         results, timed_out = self._pool.map([(samples, self.specs) for samples in groups])

@@ -575,16 +575,16 @@ def start_run(config: Config, resume: bool) -> Run:
             "train_seconds": 0.0,
         },
     )
-    if checkpoints:
-        restore_training_state(run, checkpoints[-1])
-
-    if config.eval.before and "base" not in run.summary["eval"]:
-        evaluate_base_policy(run)
     run.scorer = RewardScorer(
         [r.spec() for r in config.rewards],
         workers=config.scoring.resolved_workers(),
         timeout=config.scoring.timeout_seconds,
     )
+    if checkpoints:
+        restore_training_state(run, checkpoints[-1])
+
+    if config.eval.before and "base" not in run.summary["eval"]:
+        evaluate_base_policy(run)
     run.logger = (
         MetricsLogger(
             run_dir,
@@ -674,6 +674,7 @@ def restore_training_state(run: Run, checkpoint_dir: Path) -> None:
     run.step = state["step"]
     if "guards" in state:  # checkpoints from before the guards have none
         run.guards.load_state_dict(state["guards"])
+    run.scorer.load_state_dict(state.get("rewards", {}))
     run.best = state.get("best")
     if run.summary_path.is_file():
         run.summary = json.loads(run.summary_path.read_text())
@@ -726,6 +727,8 @@ def train_step(run: Run) -> dict[str, float]:
             run.sampler.load_state_dict(before[0])
             set_rng_state(before[1])
             raise
+        lengths = [[c.num_tokens for c in group] for group in generated.groups]
+        run.scorer.observe(run.step, lengths, generated.per_reward)  # Laser-D's targets
         batch = None
         if len(rollouts):
             batch = build_batch(
@@ -853,6 +856,7 @@ def checkpoint(run: Run, name: str | None = None) -> None:
                 "sampler": run.sampler.state_dict(),
                 "train_seconds": run.train_seconds,
                 "guards": run.guards.state_dict(),
+                "rewards": run.scorer.state_dict(),
                 "best": run.best,
             },
             keep=run.config.train.save_total_limit,
