@@ -30,8 +30,13 @@ from curated_mix_demo import ensure_base
 
 ROOT = Path(__file__).resolve().parents[1]
 FRUGALRL = str(Path(sys.executable).with_name("frugalrl"))
+GRPO = ["algo.advantage=grpo", "algo.beta=0.04", "algo.num_iterations=1"]  # the demo's
 METHODS = {  # run name -> (recipe, overrides)
     "accuracy": ("demo", []),
+    # the efficiency rows run the paper's algorithm (RLOO, 2 passes, KL 0.001); these two put
+    # it beside the others': accuracy alone under RLOO, and α = 0.2 under the shared GRPO setup
+    "accuracy-rloo": ("demo-efficiency", ["rewards.0.alpha=0.0"]),
+    "efficiency-0.2-grpo": ("demo-efficiency", [*GRPO, "rewards.0.alpha=0.2"]),
     "efficiency-0.05": ("demo-efficiency", ["rewards.0.alpha=0.05"]),
     "efficiency-0.1": ("demo-efficiency", ["rewards.0.alpha=0.1"]),
     "efficiency-0.2": ("demo-efficiency", ["rewards.0.alpha=0.2"]),

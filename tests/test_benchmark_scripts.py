@@ -92,3 +92,38 @@ def test_mfu_qwen2_shape_has_qwen2_0_5b_parameter_count():
     with torch.device("meta"):
         model = mfu.build_shaped_model(shape)
     assert sum(p.numel() for p in model.parameters()) == 494_032_768
+
+
+def load_benchmark(name: str):
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # the script imports its neighbour
+    try:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def test_efficiency_frontier_runs_every_recipe_once_and_tabulates_against_the_base(tmp_path):
+    frontier = load_benchmark("efficiency_frontier")
+    recipes = {p.stem for p in (ROOT / "src" / "frugalrl" / "recipes").glob("demo-*.yaml")}
+    assert {recipe for recipe, _ in frontier.METHODS.values()} - {"demo"} <= recipes
+    cmd = frontier.command(tmp_path, "laser-d", 7)
+    assert cmd[1:6] == ["demo", "--out", str(tmp_path), "--recipe", "demo-laser-d"]
+    assert "eval.before=false" in cmd and "train.steps=7" in cmd  # the base once, in accuracy
+    assert "eval.before=false" not in frontier.command(tmp_path, "accuracy", None)
+
+    def summary(name, **evals):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps({"eval": evals}))
+
+    result = {"accuracy": 0.5, "accuracy_ci95": [0.4, 0.6], "mean_tokens": 100.0}
+    summary("accuracy", base=result, final={**result, "accuracy": 0.6, "mean_tokens": 50.0})
+    summary("alp", final={**result, "accuracy": 0.45, "mean_tokens": 25.0})
+    summary("laser")  # not finished: no final evaluation
+    table = frontier.frontier_table(tmp_path, ["accuracy", "alp", "laser"]).splitlines()
+    assert table[2] == "| base (SFT) | – | 50.0 [40.0, 60.0] | 100.0 | – | 1.00 |"
+    assert table[3] == "| accuracy | demo | 60.0 [40.0, 60.0] | 50.0 | +10.0 | 0.50 |"
+    assert table[4] == "| alp | demo-alp | 45.0 [40.0, 60.0] | 25.0 | -5.0 | 0.25 |"
+    assert table[5] == "| laser | demo-laser | not run | | | |"
