@@ -25,7 +25,11 @@ the length cap and never solves a problem. frugalrl forms micro-batches by a tok
 (``--micro-batch-tokens``, at most ``--micro-batch`` rows); TRL pads micro-batches of
 ``--micro-batch`` rows.
 
-Goal (issue 6): frugalrl ≥ 2× TRL's end-to-end step throughput, first-step losses equal to 1e-4.
+Each config runs at each of ``--precisions`` (default both): fp32, and bf16 mixed precision
+(frugalrl's ``train.precision: bf16``, TRL's ``bf16=True``: both autocast over fp32 weights).
+
+Goal (issue 19): frugalrl ≥ 3× TRL's end-to-end tokens/s at both precisions on the large (28.5M)
+config; first-step losses on TRL's batch equal to 1e-4 in fp32.
 """
 
 from __future__ import annotations
@@ -185,7 +189,7 @@ def run_trl(assets: dict, args, out: Path) -> None:
         save_strategy="no",
         report_to="none",
         use_cpu=True,
-        bf16=False,
+        bf16=args.precision == "bf16",  # autocast over fp32 weights, as frugalrl's bf16
         seed=args.seed,
         dataloader_num_workers=0,
         disable_tqdm=True,
@@ -256,6 +260,7 @@ def frugalrl_config(assets: dict, args, run_dir: Path, **extra):
         f"train.micro_batch_tokens={args.micro_batch_tokens or 'null'}",
         f"train.threads={args.threads}",
         f"train.seed={args.seed}",
+        f"train.precision={args.precision}",
         "train.save_every=0",
         f"rollout.num_generations={args.generations}",
         f"rollout.max_completion_tokens={args.max_tokens}",
@@ -388,6 +393,7 @@ def summarize(name: str, assets: dict, args, out: Path) -> dict:
         }
     return {
         "config": name,
+        "precision": args.precision,
         "parameters": assets["parameters"],
         "rows": rows,
         "throughput_ratio": rows["frugalrl"]["tokens_per_second"]
@@ -406,16 +412,16 @@ def print_table(results: list[dict], args) -> None:
         f"{args.threads} threads, mean of steps 2-{args.steps}"
     )
     header = (
-        f"{'config':<14}{'run':<10}{'step s':>8}{'gen s':>8}{'train s':>9}{'compl tok':>10}"
+        f"{'config':<19}{'run':<10}{'step s':>8}{'gen s':>8}{'train s':>9}{'compl tok':>10}"
         f"{'tok/s':>9}{'peak RSS MiB':>14}"
     )
     print(header)
     print("-" * len(header))
     for res in results:
-        label = f"{res['config']} {res['parameters'] / 1e6:.1f}M"
+        label = f"{res['config']} {res['parameters'] / 1e6:.1f}M {res['precision']}"
         for run, r in res["rows"].items():
             print(
-                f"{label:<14}{run:<10}{r['step_seconds']:>8.2f}{r['generation_seconds']:>8.2f}"
+                f"{label:<19}{run:<10}{r['step_seconds']:>8.2f}{r['generation_seconds']:>8.2f}"
                 f"{r['training_seconds']:>9.2f}{r['completion_tokens_mean']:>10.1f}"
                 f"{r['tokens_per_second']:>9.0f}{r['peak_rss_mib']:>14.0f}"
             )
@@ -423,12 +429,12 @@ def print_table(results: list[dict], args) -> None:
         loss, norm = res["first_loss"], res["first_grad_norm"]
         ok = abs(loss["TRL"] - loss["frugalrl"]) <= 1e-4
         print(
-            f"{'':<14}ratio: throughput frugalrl/TRL {res['throughput_ratio']:.2f}x, "
+            f"{'':<19}ratio: throughput frugalrl/TRL {res['throughput_ratio']:.2f}x, "
             f"step time TRL/frugalrl {res['step_time_ratio']:.2f}x; completions trained "
             f"{res['trained_fraction']:.0%}"
         )
         print(
-            f"{'':<14}first-step loss TRL {loss['TRL']:.6f} frugalrl {loss['frugalrl']:.6f} "
+            f"{'':<19}first-step loss TRL {loss['TRL']:.6f} frugalrl {loss['frugalrl']:.6f} "
             f"({'equal to 1e-4' if ok else 'DIFFERENT'}); grad norm TRL {norm['TRL']:.5f} "
             f"frugalrl {norm['frugalrl']:.5f}"
         )
@@ -447,6 +453,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warm-start-steps", type=int, default=40)
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["fp32", "bf16"],
+        choices=["fp32", "bf16"],
+        help="each run at each: fp32, and bf16 mixed precision (TRL's bf16=True)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     if (args.prompts * args.generations) % args.micro_batch:
@@ -457,10 +470,14 @@ def main(argv: list[str] | None = None) -> None:
             root = Path(tmp) / name
             root.mkdir()
             assets = build_assets(root, name, args)
-            in_child(run_trl, assets, args, root)
-            in_child(run_frugalrl, assets, args, root)
-            in_child(replay_first_batch, assets, args, root)
-            results.append(summarize(name, assets, args, root))
+            for precision in args.precisions:
+                run_args = argparse.Namespace(**{**vars(args), "precision": precision})
+                out = root / precision
+                out.mkdir()
+                in_child(run_trl, assets, run_args, out)
+                in_child(run_frugalrl, assets, run_args, out)
+                in_child(replay_first_batch, assets, run_args, out)
+                results.append(summarize(name, assets, run_args, out))
     print_table(results, args)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -8,6 +8,8 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from frugalrl.precision import compute_dtype
+
 
 def pack_batch(
     prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], pad_id: int
@@ -43,6 +45,7 @@ def completion_logprobs(
     with_entropy: bool = False,
     entropy_grad: bool = False,
     chunk_tokens: int | None = None,
+    head_dtype: torch.dtype | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """log π(y_t | x, y_<t) for every completion token, from logits / temperature.
 
@@ -58,8 +61,16 @@ def completion_logprobs(
     layer, ``chunk_tokens`` of them at a time, each chunk recomputed in backward
     (``chunked_token_logprobs``): no (B, T, vocab) tensor ever exists, and padding costs nothing
     in the output layer. Padded positions then hold 0.
+
+    Log-softmax and the returned log-probs are fp32 whatever the model computes in (under a
+    bf16 autocast region, frugalrl.precision, the matrix products are bf16). ``head_dtype``
+    (e.g. fp32 inside a bf16 region, ``train.lm_head_fp32``) computes the output layer's
+    logits in that dtype instead; it takes the chunked path, in one chunk when
+    ``chunk_tokens`` is None.
     """
     width = batch["completion_mask"].shape[1]
+    if head_dtype is not None and chunk_tokens is None:
+        chunk_tokens = max(1, int(batch["completion_mask"].sum()))
     ids = batch["input_ids"]
     targets = ids[:, -width:]
     if chunk_tokens is not None:
@@ -78,6 +89,7 @@ def completion_logprobs(
             chunk_tokens,
             with_entropy=with_entropy or entropy_grad,
             entropy_grad=entropy_grad,
+            head_dtype=head_dtype,
         )
         logp = hidden.new_zeros(mask.shape, dtype=torch.float32).masked_scatter(mask, logp_flat)
         entropy = None
@@ -116,6 +128,8 @@ def _shifted_logits(hidden: Tensor, weight: Tensor, bias: Tensor | None, tempera
 
 class _ChunkedLinearLogprobs(torch.autograd.Function):
     """log p(target) and entropy of softmax((h W^T + b) / T), chunk by chunk over positions,
+    the products h W^T in ``dtype`` (bf16 under mixed precision, the gradients accumulated in
+    the weights' dtype), the softmax in fp32,
     with a hand-written backward that recomputes each chunk's logits, works on them in place
     and accumulates the weight gradient into one buffer: at most two (chunk, vocab) buffers and
     one weight-sized gradient exist at once (activation checkpointing through autograd would
@@ -126,13 +140,23 @@ class _ChunkedLinearLogprobs(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, temperature, chunk_tokens, with_entropy):
+    def forward(ctx, hidden, weight, bias, targets, temperature, chunk_tokens, with_entropy, dtype):
+        with torch.autocast(hidden.device.type, enabled=False):  # the casts are explicit
+            return _ChunkedLinearLogprobs._forward(
+                ctx, hidden, weight, bias, targets, temperature, chunk_tokens, with_entropy, dtype
+            )
+
+    @staticmethod
+    def _forward(
+        ctx, hidden, weight, bias, targets, temperature, chunk_tokens, with_entropy, dtype
+    ):
         n = hidden.shape[0]
+        w, b = _cast(weight, dtype), _cast(bias, dtype)
         logp = torch.empty(n, device=hidden.device, dtype=torch.float32)
         entropy = torch.empty(n if with_entropy else 0, device=hidden.device, dtype=torch.float32)
         for start in range(0, n, chunk_tokens):
             rows = slice(start, start + chunk_tokens)
-            z = _shifted_logits(hidden[rows], weight, bias, temperature)
+            z = _shifted_logits(hidden[rows].to(dtype), w, b, temperature)
             target = z.gather(-1, targets[rows].unsqueeze(-1)).squeeze(-1)
             if with_entropy:
                 e = z.exp()
@@ -144,22 +168,28 @@ class _ChunkedLinearLogprobs(torch.autograd.Function):
             logp[rows] = target - total.log()
             del z
         ctx.save_for_backward(hidden, weight, bias, targets)
-        ctx.temperature, ctx.chunk_tokens = temperature, chunk_tokens
+        ctx.temperature, ctx.chunk_tokens, ctx.dtype = temperature, chunk_tokens, dtype
         return logp, entropy
 
     @staticmethod
     def backward(ctx, grad_logp, grad_entropy):
+        with torch.autocast(grad_logp.device.type, enabled=False):
+            return _ChunkedLinearLogprobs._backward(ctx, grad_logp, grad_entropy)
+
+    @staticmethod
+    def _backward(ctx, grad_logp, grad_entropy):
         # d logp / dz = onehot(target) - p;  d H / dz = -p (z - E_p[z]);  z = (h W^T + b) / T.
         hidden, weight, bias, targets = ctx.saved_tensors
-        temperature = ctx.temperature
+        temperature, dtype = ctx.temperature, ctx.dtype
+        w, b = _cast(weight, dtype), _cast(bias, dtype)
         grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
         grad_weight = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
         grad_bias = torch.zeros_like(bias) if bias is not None and ctx.needs_input_grad[2] else None
         with_entropy = grad_entropy is not None and grad_entropy.numel() > 0
         for start in range(0, hidden.shape[0], ctx.chunk_tokens):
             rows = slice(start, start + ctx.chunk_tokens)
-            h = hidden[rows]
-            z = _shifted_logits(h, weight, bias, temperature)
+            h = hidden[rows].to(dtype)
+            z = _shifted_logits(h, w, b, temperature)
             g = grad_logp[rows].unsqueeze(-1)
             if with_entropy:
                 p = z.exp()
@@ -171,15 +201,33 @@ class _ChunkedLinearLogprobs(torch.autograd.Function):
                 dz = z.exp_()
                 dz.div_(dz.sum(-1, keepdim=True)).mul_(-g)
             dz.scatter_add_(-1, targets[rows].unsqueeze(-1), g).div_(temperature)
-            dz = dz.to(weight.dtype)
+            dz = dz.to(dtype)
             if grad_hidden is not None:
-                grad_hidden[rows] = dz @ weight
-            if grad_weight is not None:
+                grad_hidden[rows] = dz @ w
+            if grad_weight is not None and dtype == weight.dtype:
                 grad_weight.addmm_(dz.t(), h)
+            elif grad_weight is not None:  # a bf16 product, summed over chunks in fp32
+                grad_weight.add_(dz.t() @ h)
             if grad_bias is not None:
                 grad_bias += dz.sum(0)
             del dz
-        return grad_hidden, grad_weight, grad_bias, None, None, None, None
+        return grad_hidden, grad_weight, grad_bias, None, None, None, None, None
+
+
+def _cast(tensor: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    return None if tensor is None else tensor.to(dtype)
+
+
+class _HeadIn(torch.nn.Module):
+    """``head`` applied outside autocast, its input cast to ``dtype``."""
+
+    def __init__(self, head: torch.nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.head, self.dtype = head, dtype
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        with torch.autocast(hidden.device.type, enabled=False):
+            return self.head(hidden.to(self.dtype))
 
 
 def _head_chunk(
@@ -209,9 +257,11 @@ def chunked_token_logprobs(
     chunk_tokens: int = 1024,
     with_entropy: bool = False,
     entropy_grad: bool = False,
+    head_dtype: torch.dtype | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Per-token log-probs (and entropies) of ``targets`` (N,) from ``hidden`` (N, d) through
-    the output layer ``head``, ``chunk_tokens`` positions at a time.
+    the output layer ``head``, ``chunk_tokens`` positions at a time, its product in
+    ``head_dtype`` (None: the autocast region's dtype, else the head's own).
 
     With gradients on, each chunk's (chunk, vocab) logits are freed after the forward and
     recomputed, one chunk at a time, in backward, so memory holds one chunk's logits instead of
@@ -225,12 +275,15 @@ def chunked_token_logprobs(
         empty = hidden.new_zeros(0, dtype=torch.float32)
         return empty, empty if with_entropy else None
     if type(head) is torch.nn.Linear:
+        dtype = head_dtype or compute_dtype(hidden.device, head.weight.dtype)
         logp, entropy = _ChunkedLinearLogprobs.apply(
-            hidden, head.weight, head.bias, targets, temperature, chunk_tokens, with_entropy
+            hidden, head.weight, head.bias, targets, temperature, chunk_tokens, with_entropy, dtype
         )
         if not with_entropy:
             return logp, None
         return logp, entropy if entropy_grad else entropy.detach()
+    if head_dtype is not None:  # any other head: outside autocast, in head_dtype
+        head = _HeadIn(head, head_dtype)
     recompute = torch.is_grad_enabled()
     logps, entropies = [], []
     for start in range(0, hidden.shape[0], chunk_tokens):

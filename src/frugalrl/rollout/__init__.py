@@ -2,6 +2,7 @@
 
 from frugalrl.rollout.base import (
     ROLLOUT_ENGINES,
+    AutocastSampling,
     Completion,
     EngineUnavailable,
     RolloutEngine,
@@ -13,6 +14,7 @@ from frugalrl.rollout.vllm_engine import VLLMEngine
 
 __all__ = [
     "ROLLOUT_ENGINES",
+    "AutocastSampling",
     "Completion",
     "EngineUnavailable",
     "HFEngine",

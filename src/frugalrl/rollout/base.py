@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from frugalrl.errors import UserError
+from frugalrl.precision import Precision, autocast
 from frugalrl.registry import Registry
 
 
@@ -69,3 +70,20 @@ class RolloutEngine(Protocol):
 
 
 ROLLOUT_ENGINES: Registry[type] = Registry("rollout engine")
+
+
+class AutocastSampling:
+    """``engine`` with every ``generate`` inside ``precision``'s autocast region
+    (frugalrl.precision): the engines that sample on the training model itself (``hf``,
+    ``hf-generate``) then decode with bf16 matrix products from its fp32 master weights, one
+    bf16 copy of them per call. Engines with their own weights (vLLM) are unaffected."""
+
+    def __init__(self, engine: RolloutEngine, precision: Precision, device) -> None:
+        self.engine, self.precision, self.device = engine, precision, device
+
+    def generate(self, *args, **kwargs) -> list[list[Completion]]:
+        with autocast(self.precision, self.device):
+            return self.engine.generate(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self.engine, name)  # sync, close, and each engine's own attributes

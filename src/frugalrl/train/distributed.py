@@ -316,6 +316,13 @@ class DataParallel:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return int(t.item())
 
+    def max_float(self, value: float) -> float:
+        if not self.enabled:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return float(t.item())
+
     def share(self, items: Sequence[T]) -> list[T]:
         """This process's contiguous share: the first ``len % world`` processes take one more."""
         base, extra = divmod(len(items), self.world)

@@ -43,10 +43,17 @@ from frugalrl.errors import UserError
 from frugalrl.eval.benchmarks import Benchmark, load_benchmark
 from frugalrl.eval.runner import EvalSettings, evaluate_engine
 from frugalrl.policy import add_adapters, load_policy, pick_device
+from frugalrl.precision import policy_dtype, reference_dtype
 from frugalrl.rewards.registry import resolve_reward
 from frugalrl.rewards.scoring import RewardScorer
 from frugalrl.rng import rng_state, set_rng_state
-from frugalrl.rollout import ROLLOUT_ENGINES, Completion, EngineUnavailable, SamplingParams
+from frugalrl.rollout import (
+    ROLLOUT_ENGINES,
+    AutocastSampling,
+    Completion,
+    EngineUnavailable,
+    SamplingParams,
+)
 from frugalrl.run_layout import FINAL, checkpoint_dir
 from frugalrl.sample import Sample
 from frugalrl.train.checkpoint import (
@@ -535,6 +542,8 @@ def start_run(config: Config, resume: bool) -> Run:
     engine = engine_class(
         model, tokenizer, batch_size=config.rollout.batch_size, **config.rollout.engine_options
     )
+    if config.train.precision != "fp32":
+        engine = AutocastSampling(engine, config.train.precision, dp.device)
     problems, prompt_ids = fitting_prompts(problems, tokenizer, config)
     eval_sets(config)  # a bad held-out file or benchmark name fails now, not after training
     if config.rollback_guarded and config.eval.path is None:
@@ -609,9 +618,10 @@ def load_models(config: Config, checkpoint_dir: Path | None, dp: DataParallel):
     """The policy (from ``checkpoint_dir`` when resuming, LoRA adapters added or reloaded), the
     frozen reference policy when β > 0 (else None), and the tokenizer."""
     resume_adapters = checkpoint_dir is not None and config.peft is not None
+    precision = config.train.precision
     model, tokenizer = load_policy(
         checkpoint_dir or config.model.name_or_path,
-        config.model.dtype,
+        policy_dtype(precision, config.model.dtype),
         dp.device,
         config.model.trust_remote_code,
         config.model.gradient_checkpointing,
@@ -625,7 +635,10 @@ def load_models(config: Config, checkpoint_dir: Path | None, dp: DataParallel):
     ref_model = None
     if config.algo.beta > 0:
         ref_model, _ = load_policy(
-            config.model.name_or_path, config.model.dtype, dp.device, config.model.trust_remote_code
+            config.model.name_or_path,
+            reference_dtype(precision, config.model.dtype),
+            dp.device,
+            config.model.trust_remote_code,
         )
         ref_model.eval().requires_grad_(False)
     return model, ref_model, tokenizer
@@ -633,7 +646,13 @@ def load_models(config: Config, checkpoint_dir: Path | None, dp: DataParallel):
 
 def runnable_config(config: Config, model, dp: DataParallel) -> Config:
     """``config``, or a copy without ``train.logprob_chunk_tokens`` where the chunked log-probs
-    would be wrong for this model or this weight layout."""
+    would be wrong for this model or this weight layout (``train.lm_head_fp32``, which takes
+    that path, is then an error)."""
+    if config.train.lm_head_fp32 and (dp.shard_weights or not supports_chunked_logprobs(model)):
+        raise UserError(
+            "train.lm_head_fp32 computes the output layer apart from the model's forward: it "
+            "needs logits = lm_head(hidden state) and unsharded weights (not FSDP / ZeRO-3)"
+        )
     if config.train.logprob_chunk_tokens and not supports_chunked_logprobs(model):
         warnings.warn(
             f"{config.model.name_or_path}: logits are not lm_head(hidden state) (e.g. a soft-cap);"

@@ -30,6 +30,7 @@ from frugalrl.algo.importance import importance_weights
 from frugalrl.algo.logprobs import completion_logprobs, pack_batch
 from frugalrl.config import Config
 from frugalrl.errors import UserError
+from frugalrl.precision import autocast
 from frugalrl.rollout import Completion
 from frugalrl.train.distributed import DataParallel, balanced_shares
 
@@ -125,6 +126,11 @@ def _stack(rows: RowLogprobs, idx: list[int], width: int, device) -> torch.Tenso
     return out
 
 
+def head_dtype(config: Config) -> torch.dtype | None:
+    """fp32 for the output layer under ``train.lm_head_fp32``, else the region's dtype."""
+    return torch.float32 if config.train.lm_head_fp32 else None
+
+
 @torch.no_grad()
 def batch_logprobs(
     model, batch: RolloutBatch, rows: Sequence[int], pad_id: int, config: Config, device
@@ -133,12 +139,14 @@ def batch_logprobs(
     out: RowLogprobs = {}
     for idx in _plan(batch, rows, config):
         packed = _pack(batch, idx, pad_id, device)
-        logp, _ = completion_logprobs(
-            model,
-            packed,
-            config.rollout.temperature,
-            chunk_tokens=config.train.logprob_chunk_tokens,
-        )
+        with autocast(config.train.precision, device):
+            logp, _ = completion_logprobs(
+                model,
+                packed,
+                config.rollout.temperature,
+                chunk_tokens=config.train.logprob_chunk_tokens,
+                head_dtype=head_dtype(config),
+            )
         for k, i in enumerate(idx):
             out[i] = logp[k, : batch.completions[i].num_tokens]
     return out
@@ -225,7 +233,15 @@ def rows_to_train(
     return rows
 
 
-IS_STATS = ("is_weight_mean", "rollout_logprob_abs_diff")
+IS_STATS = ("is_weight_mean",)
+# |trainer − engine| log-probs of the sampled tokens (the trainer's under the weights that
+# sampled them): what bf16 sampling, another engine, or stale weights cost in mismatch
+GAP_STATS = ("rollout_logprob_abs_diff",)
+
+
+def reports_logprobs(batch: RolloutBatch) -> bool:
+    """Whether the engine reported every sampled token's log-prob (the gap is then logged)."""
+    return all(c.logprobs is not None for c in batch.completions)
 
 
 def needs_old_logprobs(batch: RolloutBatch, policy_version: int, num_iterations: int) -> bool:
@@ -240,8 +256,7 @@ def _rollout_logprobs(
     batch: RolloutBatch, rows: Sequence[int], config: Config, device
 ) -> RowLogprobs:
     """The behaviour log-probs the engine reported for ``rows`` (importance sampling needs them)."""
-    missing = [i for i in rows if batch.completions[i].logprobs is None]
-    if missing:
+    if not reports_logprobs(batch):
         r = config.rollout
         raise UserError(
             f"rollout.importance_sampling needs the engine's sampling log-probs; "
@@ -284,7 +299,7 @@ class UpdateStep:
             with self.dp.full_weights(model):
                 old = batch_logprobs(model, b, rows, self.pad_id, self.config, self.device)
         rollout = None
-        if r.importance_sampling is not None:
+        if r.importance_sampling is not None or reports_logprobs(b):
             rollout = _rollout_logprobs(b, rows, self.config, self.device)
         ref = b.ref_logps
         if ref is None and ref_model is not None:
@@ -299,19 +314,26 @@ class UpdateStep:
         config, device, batch, r = self.config, self.device, self.batch, self.config.rollout
         packed = _pack(batch, idx, self.pad_id, device)
         width = packed["completion_mask"].shape[1]
-        logp, entropy = completion_logprobs(
-            policy,
-            packed,
-            r.temperature,
-            with_entropy=True,
-            entropy_grad=config.algo.entropy_coef > 0,
-            chunk_tokens=config.train.logprob_chunk_tokens,
-        )
+        with autocast(config.train.precision, device):  # backward runs outside, as it should
+            logp, entropy = completion_logprobs(
+                policy,
+                packed,
+                r.temperature,
+                with_entropy=True,
+                entropy_grad=config.algo.entropy_coef > 0,
+                chunk_tokens=config.train.logprob_chunk_tokens,
+                head_dtype=head_dtype(config),
+            )
         mask = packed["completion_mask"] & batch.in_loss[idx].to(device).unsqueeze(-1)
         old = _stack(stated.old, idx, width, device) if stated.old else logp.detach()
         is_weights, is_stats = None, {}
-        if r.importance_sampling is not None:
+        if stated.rollout is not None:
             rollout = _stack(stated.rollout, idx, width, device)
+            known = mask & ~rollout.isnan()  # an engine may leave a token's log-prob out
+            gap = (old - rollout).abs().masked_fill(~known, 0.0)
+            is_stats["rollout_logprob_abs_diff"] = masked_mean(gap, known)
+            is_stats["rollout_logprob_abs_diff_max"] = gap.max().item() if known.any() else 0.0
+        if r.importance_sampling is not None:
             is_weights = importance_weights(
                 r.importance_sampling,
                 old,
@@ -320,10 +342,7 @@ class UpdateStep:
                 r.importance_sampling_clip_min,
                 r.importance_sampling_clip_max,
             )
-            is_stats = {
-                "is_weight_mean": masked_mean(is_weights.expand_as(mask), mask),
-                "rollout_logprob_abs_diff": masked_mean((old - rollout).abs(), mask),
-            }
+            is_stats["is_weight_mean"] = masked_mean(is_weights.expand_as(mask), mask)
         out = self.objective(
             logp,
             old,
@@ -376,6 +395,8 @@ def policy_update(
     # Every key from the start: the processes sum them key by key.
     summed = ("loss", "kl", "entropy", *step.objective.stat_names)
     summed += IS_STATS if config.rollout.importance_sampling is not None else ()
+    summed += GAP_STATS if reports_logprobs(batch) else ()
+    gap_max = 0.0
     stats = dict.fromkeys((*summed, "grad_norm", "lr"), 0.0)
     trained_tokens = max(1, int(counts[rows].sum())) if rows else 1
     nonfinite = 0
@@ -391,12 +412,14 @@ def policy_update(
     for _ in range(a.num_iterations):
         for k in range(padding):  # a forward and backward that add exactly nothing
             packed = _pack(batch, (rows or [0])[:1], pad_id, device)
-            logp, _ = completion_logprobs(policy, packed, config.rollout.temperature)
+            with autocast(config.train.precision, device):
+                logp, _ = completion_logprobs(policy, packed, config.rollout.temperature)
             dp.backward(logp.sum() * 0.0, last=k == passes - 1)
         for n, idx in enumerate(plan, padding + 1):
             out, mask, is_stats = step.micro_batch_loss(policy, idx, stated, weights)
             dp.backward(out.loss, last=n == passes)
             share = int(mask.sum()) / trained_tokens  # of the token means logged
+            gap_max = max(gap_max, is_stats.pop("rollout_logprob_abs_diff_max", 0.0))
             stats["loss"] += out.loss.item()
             for name, value in {
                 "kl": out.kl,
@@ -419,6 +442,8 @@ def policy_update(
     metrics["train/trained_fraction"] = len(rows) / max(1, len(batch.completions))
     metrics["train/micro_batches"] = micro_batches
     metrics["train/nonfinite_updates"] = float(nonfinite)
+    if reports_logprobs(batch):
+        metrics["train/rollout_logprob_abs_diff_max"] = dp.max_float(gap_max)
     return metrics
 
 
