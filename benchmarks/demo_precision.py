@@ -23,6 +23,8 @@ from pathlib import Path
 
 from curated_mix_demo import ensure_base
 
+from frugalrl.train.metrics import read_metrics
+
 FRUGALRL = str(Path(sys.executable).with_name("frugalrl"))
 PRECISIONS = ("fp32", "bf16")
 
@@ -45,12 +47,8 @@ def row(out: Path, precision: str, wall: float, fp32_wall: float) -> str:
     ev = json.loads((run / "summary.json").read_text())["eval"]
     base, final = ev["base"], ev["final"]
     lo, hi = final["accuracy_ci95"]
-    metrics = [json.loads(line) for line in (run / "metrics.jsonl").open()]
-    gaps = [
-        m["train/rollout_logprob_abs_diff"]
-        for m in metrics
-        if "train/rollout_logprob_abs_diff" in m
-    ]
+    gap_key = "train/rollout_logprob_abs_diff"
+    gaps = [m[gap_key] for m in read_metrics(run / "metrics.jsonl") if gap_key in m]
     gap = statistics.mean(gaps) if gaps else float("nan")
     return (
         f"| {precision} | {100 * base['accuracy']:.1f} | {100 * final['accuracy']:.1f} "

@@ -15,6 +15,7 @@ from frugalrl.errors import UserError
 from frugalrl.precision import autocast
 from frugalrl.rollout import HFEngine, SamplingParams
 from frugalrl.train import loop
+from frugalrl.train.distributed import DataParallel
 from frugalrl.train.metrics import read_metrics
 
 
@@ -164,6 +165,14 @@ def test_a_bf16_run_trains_fp32_masters_and_logs_the_sampler_gap(tiny_overrides)
     assert 10 * fp32_gap < bf16_gap < 0.05, (fp32_gap, bf16_gap)
     for r in logs["bf16"]:
         assert r["train/rollout_logprob_abs_diff_max"] >= r["train/rollout_logprob_abs_diff"]
+
+
+def test_bf16_loads_fp32_masters_and_a_bf16_reference(tiny_overrides):
+    config = load_config("recipes/demo.yaml", [*tiny_overrides, "train.precision=bf16"])
+    assert config.algo.beta > 0  # the demo recipe keeps a reference model
+    model, ref_model, _ = loop.load_models(config, None, DataParallel(device=torch.device("cpu")))
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert {p.dtype for p in ref_model.parameters()} == {torch.bfloat16}
 
 
 def test_precision_choices_are_checked_when_the_recipe_loads():

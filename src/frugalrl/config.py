@@ -383,7 +383,8 @@ class TrainConfig(_Section):
         "fp32",
         description="'bf16': mixed precision, bf16 matrix products over fp32 master weights and "
         "optimizer state, log-probs and loss in fp32, the reference model in bf16 (what every "
-        "GPU run uses; 3-6x the fp32 matmul rate on CPUs with AMX); 'fp32': all in model.dtype. "
+        "GPU run uses; 2.5-6x the fp32 matmul rate on CPUs with AMX, as measured by "
+        "benchmarks/mfu.py); 'fp32': all in model.dtype. "
         "docs/design.md#precision.",
     )
     lm_head_fp32: bool = Field(

@@ -310,11 +310,7 @@ class DataParallel:
         set_optimizer_state_dict(model, optimizer, state, options=options)
 
     def max_int(self, value: int) -> int:
-        if not self.enabled:
-            return value
-        t = torch.tensor([value], device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return int(t.item())
+        return int(self.max_float(value))  # float64 holds every count exactly
 
     def max_float(self, value: float) -> float:
         if not self.enabled:
