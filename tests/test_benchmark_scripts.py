@@ -137,3 +137,18 @@ def test_efficiency_frontier_runs_every_recipe_once_and_tabulates_against_the_ba
     assert table[3] == "| accuracy | demo | 60.0 [40.0, 60.0] | 50.0 | +10.0 | 0.50 |"
     assert table[4] == "| alp | demo-alp | 45.0 [40.0, 60.0] | 25.0 | -5.0 | 0.25 |"
     assert table[5] == "| laser | demo-laser | not run | | | |"
+
+
+def test_packing_benchmark_pads_less_for_the_same_gradient(tmp_path):
+    rows = run_benchmark(
+        "packing.py",
+        tmp_path / "packing.json",
+        *("--hidden", "32", "--intermediate", "64", "--layers", "1", "--heads", "1"),
+        *("--kv-heads", "1", "--completions", "12", "--max-tokens", "24", "--repeats", "1"),
+        *("--micro-batch-tokens", "256", "--precisions", "fp32"),
+    )
+    padded, packed = (next(r for r in rows if r["layout"] == k) for k in ("padded", "packed"))
+    assert packed["padding_fraction"] < padded["padding_fraction"]
+    assert packed["micro_batches"] <= padded["micro_batches"]
+    assert packed["grad_norm"] > 0 and packed["grad_norm_relative_gap"] <= 1e-5
+    assert padded["speedup"] == 1.0

@@ -16,9 +16,9 @@ from frugalrl.algo.logprobs import (
 )
 from frugalrl.config import Config
 from frugalrl.policy import load_policy
+from frugalrl.train.micro_batches import plan_micro_batches
 from frugalrl.train.update import (
     RolloutBatch,
-    plan_micro_batches,
     policy_objective,
     policy_update,
     rows_to_train,
@@ -217,13 +217,20 @@ def test_skipping_and_token_budgets_leave_loss_and_gradients_unchanged(
         "num_iterations": num_iterations,
         "micro_batch_size": 3,
     }
-    plain = {"skip_zero_advantage": False, "micro_batch_tokens": None, "logprob_chunk_tokens": None}
+    plain = {
+        "skip_zero_advantage": False,
+        "micro_batch_tokens": None,
+        "logprob_chunk_tokens": None,
+        "packing": False,
+    }
     reference, ref_grads = run_update(
         tiny_model_dir, make_batch(ADVANTAGES, IN_LOSS), **base, **plain
     )
     assert reference["train/trained_fraction"] == 0.8  # only the 2 rows outside the loss
-    for skip, budget, chunk in itertools.product([True, False], [None, 20, 1000], [None, 4]):
-        settings = {"skip_zero_advantage": skip, "micro_batch_tokens": budget}
+    for skip, budget, chunk, packing in itertools.product(
+        [True, False], [None, 20, 1000], [None, 4], [True, False]
+    ):
+        settings = {"skip_zero_advantage": skip, "micro_batch_tokens": budget, "packing": packing}
         metrics, grads = run_update(
             tiny_model_dir,
             make_batch(ADVANTAGES, IN_LOSS),

@@ -35,6 +35,12 @@ class ModelConfig(_Section):
         False, description="Trade compute for memory; open-rs turns it on for the 1.5B model."
     )
     trust_remote_code: bool = False
+    attn_implementation: str | None = Field(
+        None,
+        description="transformers' attention kernel ('sdpa', 'eager', 'flash_attention_2', ...); "
+        "None: transformers' default (SDPA). With flash attention packed micro-batches "
+        "(train.packing) attend within each sequence only, in one row.",
+    )
 
 
 class LengthTargetsConfig(_Section):
@@ -361,8 +367,8 @@ class TrainConfig(_Section):
     micro_batch_tokens: int | None = Field(
         None,
         gt=0,
-        description="Token budget per micro-batch (rows × padded length), filled with "
-        "completions sorted by length, at most micro_batch_size rows each; None: runs of "
+        description="Token budget per micro-batch (rows × row width, padded or packed), filled "
+        "with completions sorted by length, at most micro_batch_size each; None: runs of "
         "micro_batch_size in sampling order. Sorting cuts padding; the loss is the same.",
     )
     logprob_chunk_tokens: int | None = Field(
@@ -373,6 +379,15 @@ class TrainConfig(_Section):
         "(Qwen's 151,936-token vocabulary: 0.3 GB per 512 tokens in fp32; a 4,096-token "
         "log-prob + loss stage peaks at 19% of the plain one, benchmarks/logprob_memory.py). "
         "None: all at once.",
+    )
+    packing: bool = Field(
+        True,
+        description="Pack several sequences into each row of the training forward, with "
+        "position ids restarting and attention kept within each sequence, instead of padding "
+        "every row to the micro-batch's longest: rows as wide as the longest sequence under "
+        "SDPA / eager attention (never more compute than padding), one row under flash "
+        "attention. Same log-probs up to float rounding; off where the model cannot keep "
+        "packed sequences apart. docs/design.md#packing.",
     )
     skip_zero_advantage: bool = Field(
         True,

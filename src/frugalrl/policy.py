@@ -42,8 +42,10 @@ def load_policy(
     trust_remote_code: bool = False,
     gradient_checkpointing: bool = False,
     adapters: str = "merge",
+    attn_implementation: str | None = None,
 ):
-    """``(model, tokenizer)`` on ``device``, through ``from_pretrained`` like any HF model.
+    """``(model, tokenizer)`` on ``device``, through ``from_pretrained`` like any HF model
+    (with ``attn_implementation`` when given, else transformers' default kernel).
 
     ``path`` may also hold LoRA adapters (a LoRA run's checkpoint or ``final/``): the base model
     their config names is loaded and the adapters applied, merged into the weights
@@ -59,9 +61,18 @@ def load_policy(
             from peft import PeftConfig
 
             base = PeftConfig.from_pretrained(str(path)).base_model_name_or_path
-        model = AutoModelForCausalLM.from_pretrained(
-            base, dtype=pick_dtype(dtype, device), trust_remote_code=trust_remote_code
-        )
+        kernel = {"attn_implementation": attn_implementation} if attn_implementation else {}
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                base, dtype=pick_dtype(dtype, device), trust_remote_code=trust_remote_code, **kernel
+            )
+        except (ValueError, ImportError) as e:
+            if not attn_implementation:
+                raise
+            reason = str(e).splitlines()[0].split(". The only possible")[0]
+            raise UserError(
+                f"model.attn_implementation {attn_implementation!r}: {reason}"
+            ) from None
         if adapter:
             from peft import PeftModel
 

@@ -46,3 +46,9 @@ def compute_dtype(device: torch.device, default: torch.dtype) -> torch.dtype:
     if torch.is_autocast_enabled(kind):
         return torch.get_autocast_dtype(kind)
     return default
+
+
+def sampling_dtype(precision: Precision) -> torch.dtype | None:
+    """The dtype an engine with its own copy of the weights (vLLM) samples in: bf16 under
+    ``bf16``, as the trainer's forward runs; None under ``fp32``: the policy's own dtype."""
+    return torch.bfloat16 if precision == "bf16" else None

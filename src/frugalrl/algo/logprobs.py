@@ -62,42 +62,86 @@ def completion_logprobs(
     (``chunked_token_logprobs``): no (B, T, vocab) tensor ever exists, and padding costs nothing
     in the output layer. Padded positions then hold 0.
 
+    ``batch`` is ``pack_batch``'s padded layout or ``algo.packing.pack_rows``'s packed one
+    (``predict_index``): the same log-probs either way, up to float rounding.
+
     Log-softmax and the returned log-probs are fp32 whatever the model computes in (under a
     bf16 autocast region, frugalrl.precision, the matrix products are bf16). ``head_dtype``
     (e.g. fp32 inside a bf16 region, ``train.lm_head_fp32``) computes the output layer's
     logits in that dtype instead; it takes the chunked path, in one chunk when
     ``chunk_tokens`` is None.
     """
-    width = batch["completion_mask"].shape[1]
+    mask = batch["completion_mask"]
     if head_dtype is not None and chunk_tokens is None:
-        chunk_tokens = max(1, int(batch["completion_mask"].sum()))
-    ids = batch["input_ids"]
-    targets = ids[:, -width:]
+        chunk_tokens = max(1, int(mask.sum()))
+    with_entropy = with_entropy or entropy_grad
     if chunk_tokens is not None:
-        hidden = model.get_decoder()(
-            input_ids=ids,
-            attention_mask=batch["attention_mask"],
-            position_ids=batch["position_ids"],
-            use_cache=False,
-        ).last_hidden_state[:, -width - 1 : -1]
-        mask = batch["completion_mask"]
+        hidden, targets = _completion_hidden_states(model, batch)
         logp_flat, entropy_flat = chunked_token_logprobs(
-            hidden[mask],
-            targets[mask],
+            hidden,
+            targets,
             model.get_output_embeddings(),
             temperature,
             chunk_tokens,
-            with_entropy=with_entropy or entropy_grad,
+            with_entropy=with_entropy,
             entropy_grad=entropy_grad,
             head_dtype=head_dtype,
         )
-        logp = hidden.new_zeros(mask.shape, dtype=torch.float32).masked_scatter(mask, logp_flat)
-        entropy = None
-        if entropy_flat is not None:
-            entropy = torch.zeros_like(logp).masked_scatter(mask, entropy_flat)
-        return logp, entropy
+    elif "predict_index" in batch:  # packed rows (algo.packing): the predicting positions only
+        logits, targets = _packed_logits(model, batch)
+        logp_flat, entropy_flat = _head_chunk(
+            logits, targets, torch.nn.Identity(), temperature, with_entropy, entropy_grad
+        )
+    else:
+        return _padded_logprobs(model, batch, temperature, with_entropy, entropy_grad)
+    logp = logp_flat.new_zeros(mask.shape).masked_scatter(mask, logp_flat)
+    entropy = None
+    if with_entropy:
+        entropy = torch.zeros_like(logp).masked_scatter(mask, entropy_flat)
+    return logp, entropy
 
-    # Only the logits that predict completion tokens: the last `width + 1` positions, minus one.
+
+def _completion_hidden_states(model, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """(N, d) last hidden states that predict the N completion tokens, and those tokens (N,),
+    in ``completion_mask``'s row-major order, from the padded or the packed layout."""
+    ids = batch["input_ids"]
+    hidden = model.get_decoder()(
+        input_ids=ids,
+        attention_mask=batch.get("attention_mask"),
+        position_ids=batch["position_ids"],
+        use_cache=False,
+    ).last_hidden_state
+    if "predict_index" in batch:
+        index = batch["predict_index"]
+        return hidden.flatten(0, 1)[index], ids.flatten()[index + 1]
+    mask = batch["completion_mask"]
+    width = mask.shape[1]
+    return hidden[:, -width - 1 : -1][mask], ids[:, -width:][mask]
+
+
+def _packed_logits(model, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """(N, vocab) logits predicting the N completion tokens of a packed layout, and the tokens:
+    the model computes logits only at the columns some row predicts from."""
+    ids, index = batch["input_ids"], batch["predict_index"]
+    width = ids.shape[1]
+    columns = torch.unique(index % width) if index.numel() else index.new_zeros(1)  # sorted
+    logits = model(
+        input_ids=ids,
+        position_ids=batch["position_ids"],
+        logits_to_keep=columns,
+        use_cache=False,
+    ).logits
+    kept = torch.searchsorted(columns, index % width)
+    return logits[index // width, kept], ids.flatten()[index + 1]
+
+
+def _padded_logprobs(
+    model, batch: dict[str, Tensor], temperature: float, with_entropy: bool, entropy_grad: bool
+) -> tuple[Tensor, Tensor | None]:
+    """The plain path on the padded layout: logits at the last ``width + 1`` positions."""
+    width = batch["completion_mask"].shape[1]
+    ids = batch["input_ids"]
+    targets = ids[:, -width:]
     logits = model(
         input_ids=ids,
         attention_mask=batch["attention_mask"],
@@ -109,7 +153,7 @@ def completion_logprobs(
     logp_all = torch.log_softmax(logits, dim=-1)
     logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     entropy = None
-    if with_entropy or entropy_grad:
+    if with_entropy:
         with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
             entropy = -(logp_all.exp() * logp_all).sum(-1)
     return logp, entropy

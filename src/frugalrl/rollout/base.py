@@ -41,7 +41,9 @@ class Completion:
 
 class RolloutEngine(Protocol):
     """Engines are built as ``cls(model, tokenizer, batch_size=...)`` and sample from the
-    *current* policy weights (an engine holding its own copy must refresh it in ``sync``)."""
+    *current* policy weights (an engine holding its own copy must refresh it in ``sync``).
+    Those that hold a copy (class attribute ``copies_weights``) also take ``dtype=``: the
+    dtype to keep it and sample in (bf16 under mixed precision; None: the policy's)."""
 
     def generate(
         self,
@@ -76,7 +78,8 @@ class AutocastSampling:
     """``engine`` with every ``generate`` inside ``precision``'s autocast region
     (frugalrl.precision): the engines that sample on the training model itself (``hf``,
     ``hf-generate``) then decode with bf16 matrix products from its fp32 master weights, one
-    bf16 copy of them per call. Engines with their own weights (vLLM) are unaffected."""
+    bf16 copy of them per call. Engines with their own weights (vLLM) are unaffected: they
+    are built with ``dtype=sampling_dtype(precision)`` instead."""
 
     def __init__(self, engine: RolloutEngine, precision: Precision, device) -> None:
         self.engine, self.precision, self.device = engine, precision, device

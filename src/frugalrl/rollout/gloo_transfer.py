@@ -32,11 +32,14 @@ class WeightsMetadata:
     shapes: list[list[int]]
 
     @classmethod
-    def of(cls, weights: Iterable[tuple[str, torch.Tensor]]) -> WeightsMetadata:
+    def of(
+        cls, weights: Iterable[tuple[str, torch.Tensor]], dtype: torch.dtype | None = None
+    ) -> WeightsMetadata:
+        """The metadata of ``weights``, sent as ``dtype`` when given (else their own)."""
         names, dtypes, shapes = [], [], []
         for name, tensor in weights:
             names.append(name)
-            dtypes.append(str(tensor.dtype).removeprefix("torch."))
+            dtypes.append(str(dtype or tensor.dtype).removeprefix("torch."))
             shapes.append(list(tensor.shape))
         return cls(names, dtypes, shapes)
 

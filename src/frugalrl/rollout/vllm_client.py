@@ -205,8 +205,18 @@ class VLLMServerEngine:
 
     copies_weights = True  # vLLM holds its own copy, refreshed by sync (not under FSDP/ZeRO-3)
 
-    def __init__(self, model, tokenizer, batch_size: int = 256, **engine_options: Any) -> None:
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        batch_size: int = 256,
+        dtype: torch.dtype | None = None,
+        **engine_options: Any,
+    ) -> None:
         self.opts = ServerEngineOptions.from_options(engine_options)
+        # what a server started here samples in, and so the dtype weights are sent in; to a
+        # server started apart (its own --dtype), in the policy's dtype: its loader casts
+        self.dtype = dtype if self.opts.url is None else None
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         self.rank, world = training_rank()
         self.server: LocalServer | None = None
@@ -217,8 +227,8 @@ class VLLMServerEngine:
                     "server first (frugalrl serve MODEL) and set rollout.engine_options.url"
                 )
             base = base_model(model)
-            dtype = str(base.dtype).removeprefix("torch.")
-            self.server = LocalServer(base.config.name_or_path, dtype, self.opts)
+            dtype_name = str(dtype or base.dtype).removeprefix("torch.")
+            self.server = LocalServer(base.config.name_or_path, dtype_name, self.opts)
             url, token = self.server.url, self.server.token
         else:
             url, token = self.opts.url, self._token()
@@ -273,11 +283,13 @@ class VLLMServerEngine:
         if self.group is None:
             return
         self.weight_version += 1
-        metadata = WeightsMetadata.of(vllm_weights(self.model))  # shapes: no merge needed
+        # shapes: no merge needed; the server's load_weights casts to its dtype either way
+        metadata = WeightsMetadata.of(vllm_weights(self.model), self.dtype)
         self.client.start_weight_update()
         with _Call(self.client.update_weights, asdict(metadata)) as call:
             try:
-                send_weights(self.group, merged_weights(self.model), call.raise_if_failed)
+                weights = merged_weights(self.model, self.dtype)
+                send_weights(self.group, weights, call.raise_if_failed)
             except RuntimeError as e:  # gloo: the peer went away or timed out
                 call.raise_if_failed()  # the server's own reason, when it gave one
                 raise EngineUnavailable(

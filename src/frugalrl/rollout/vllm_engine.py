@@ -34,7 +34,14 @@ class VLLMEngine:
 
     copies_weights = True  # vLLM holds its own copy, refreshed by sync (not under FSDP/ZeRO-3)
 
-    def __init__(self, model, tokenizer, batch_size: int = 256, **engine_options: Any) -> None:
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        batch_size: int = 256,
+        dtype: torch.dtype | None = None,
+        **engine_options: Any,
+    ) -> None:
         dist = torch.distributed
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             raise UserError(
@@ -44,7 +51,8 @@ class VLLMEngine:
         self.options = VLLMOptions.from_options(engine_options, "rollout.engine_options")
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         base = base_model(model)
-        self.llm = build_llm(base.config.name_or_path, base.dtype, self.options)
+        self.dtype = dtype  # what vLLM samples in; None: the policy's own dtype
+        self.llm = build_llm(base.config.name_or_path, dtype or base.dtype, self.options)
         self.sleeps = sleep_mode(self.options)
         self.awake = {"weights", "kv_cache"}  # what of vLLM is on the GPU (sleep mode)
         self.sync()  # the policy may already differ from the checkpoint on disk (resume, LoRA)
@@ -68,7 +76,8 @@ class VLLMEngine:
         KV cache wakes when the next generation needs it)."""
         self._wake("weights")
         # in-process, the worker reads the generator itself: LoRA stays merged while it loads
-        self.llm.collective_rpc(reload_in_place, args=(merged_weights(self.model),))
+        weights = merged_weights(self.model, self.dtype)
+        self.llm.collective_rpc(reload_in_place, args=(weights,))
         self.llm.reset_prefix_cache()  # its blocks hold the old weights' keys and values
 
     def close(self) -> None:

@@ -49,8 +49,9 @@ def vllm_weights(model) -> Iterator[tuple[str, torch.Tensor]]:
             yield mapped, param
 
 
-def merged_weights(model) -> Iterator[tuple[str, torch.Tensor]]:
-    """(vLLM name, tensor) for every weight of the policy, LoRA adapters merged in.
+def merged_weights(model, dtype: torch.dtype | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+    """(vLLM name, tensor) for every weight of the policy, LoRA adapters merged in, cast to
+    ``dtype`` when given (the dtype vLLM samples in: bf16 from fp32 masters), one at a time.
 
     The adapters are unmerged again when the iteration ends, so consume it fully (or
     close it) before the next training step.
@@ -60,7 +61,7 @@ def merged_weights(model) -> Iterator[tuple[str, torch.Tensor]]:
         merge()
     try:
         for name, param in vllm_weights(model):
-            yield name, param.data
+            yield name, param.data if dtype is None else param.data.to(dtype)
     finally:
         if merge is not None:
             model.unmerge_adapter()

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from frugalrl.algo import group_advantages
 from frugalrl.algo.logprobs import supports_chunked_logprobs
+from frugalrl.algo.packing import supports_packing
 from frugalrl.config import Config
 from frugalrl.data import encode_prompts, load_problems
 from frugalrl.data.length_targets import with_length_targets
@@ -43,7 +44,7 @@ from frugalrl.errors import UserError
 from frugalrl.eval.benchmarks import Benchmark, load_benchmark
 from frugalrl.eval.runner import EvalSettings, evaluate_engine
 from frugalrl.policy import add_adapters, load_policy, pick_device
-from frugalrl.precision import policy_dtype, reference_dtype
+from frugalrl.precision import policy_dtype, reference_dtype, sampling_dtype
 from frugalrl.rewards.registry import resolve_reward
 from frugalrl.rewards.scoring import RewardScorer
 from frugalrl.rng import rng_state, set_rng_state
@@ -539,8 +540,15 @@ def start_run(config: Config, resume: bool) -> Run:
             f"rollout.engine {config.rollout.engine!r} copies the policy's weights after each "
             f"step, which {dp.sharding} shards across processes: use DDP (or rollout.engine hf)"
         )
+    own_weights = {}
+    if getattr(engine_class, "copies_weights", False):
+        own_weights["dtype"] = sampling_dtype(config.train.precision)
     engine = engine_class(
-        model, tokenizer, batch_size=config.rollout.batch_size, **config.rollout.engine_options
+        model,
+        tokenizer,
+        batch_size=config.rollout.batch_size,
+        **own_weights,
+        **config.rollout.engine_options,
     )
     if config.train.precision != "fp32":
         engine = AutocastSampling(engine, config.train.precision, dp.device)
@@ -626,6 +634,7 @@ def load_models(config: Config, checkpoint_dir: Path | None, dp: DataParallel):
         config.model.trust_remote_code,
         config.model.gradient_checkpointing,
         adapters="train" if resume_adapters else "merge",
+        attn_implementation=config.model.attn_implementation,
     )
     if dp.sharding and config.peft is not None:
         raise UserError(f"peft (LoRA) with {dp.sharding} is not supported: use DDP")
@@ -639,6 +648,7 @@ def load_models(config: Config, checkpoint_dir: Path | None, dp: DataParallel):
             reference_dtype(precision, config.model.dtype),
             dp.device,
             config.model.trust_remote_code,
+            attn_implementation=config.model.attn_implementation,
         )
         ref_model.eval().requires_grad_(False)
     return model, ref_model, tokenizer
@@ -647,7 +657,8 @@ def load_models(config: Config, checkpoint_dir: Path | None, dp: DataParallel):
 def runnable_config(config: Config, model, dp: DataParallel) -> Config:
     """``config``, or a copy without ``train.logprob_chunk_tokens`` where the chunked log-probs
     would be wrong for this model or this weight layout (``train.lm_head_fp32``, which takes
-    that path, is then an error)."""
+    that path, is then an error), and without ``train.packing`` where the model's attention
+    would mix packed sequences."""
     if config.train.lm_head_fp32 and (dp.shard_weights or not supports_chunked_logprobs(model)):
         raise UserError(
             "train.lm_head_fp32 computes the output layer apart from the model's forward: it "
@@ -661,6 +672,14 @@ def runnable_config(config: Config, model, dp: DataParallel) -> Config:
         )
         config = config.model_copy(deep=True)
         config.train.logprob_chunk_tokens = None
+    if config.train.packing and not supports_packing(model):
+        warnings.warn(
+            f"{config.model.name_or_path}: packed sequences are not kept apart by this model's "
+            "attention; padding micro-batches instead (train.packing ignored)",
+            stacklevel=4,
+        )
+        config = config.model_copy(deep=True)
+        config.train.packing = False
     if dp.shard_weights and config.train.logprob_chunk_tokens:
         # the chunked path runs the decoder and the output layer's weight outside the model's
         # forward, where FSDP's or ZeRO-3's hooks would not gather them: full logits instead

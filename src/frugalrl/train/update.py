@@ -7,8 +7,9 @@ What makes it cheap (issue 6; measured in benchmarks/step_vs_trl.py):
   that contribute exactly nothing can be left out without changing the loss or its gradient:
   completions outside the loss, and, when the objective says so, completions whose advantage
   is 0 (every completion of a group whose rewards are all equal);
-* micro-batches are formed by a token budget over completions sorted by length, so little
-  compute goes to padding (``train.micro_batch_tokens``);
+* micro-batches are formed by a token budget over completions sorted by length, and packed
+  without padding (``train.micro_batch_tokens``, ``train.packing``; ``train/micro_batches.py``),
+  so little compute goes to padding;
 * with μ = 1 on a batch the current weights sampled, the old log-probs are the detached current
   ones (no extra forward); the reference model runs only when β > 0; the output layer runs
   chunk by chunk over completion tokens only (``train.logprob_chunk_tokens``), so full
@@ -27,12 +28,19 @@ import torch
 from frugalrl.algo import PolicyLossOutput, PolicyObjective, kl_penalized_rewards
 from frugalrl.algo.aggregation import masked_mean
 from frugalrl.algo.importance import importance_weights
-from frugalrl.algo.logprobs import completion_logprobs, pack_batch
+from frugalrl.algo.logprobs import completion_logprobs
 from frugalrl.config import Config
 from frugalrl.errors import UserError
 from frugalrl.precision import autocast
 from frugalrl.rollout import Completion
 from frugalrl.train.distributed import DataParallel, balanced_shares
+from frugalrl.train.micro_batches import (
+    Layout,
+    layout_of,
+    layout_positions,
+    micro_batch_tensors,
+    micro_batches_of,
+)
 
 RowLogprobs = dict[int, torch.Tensor]  # completion index -> (num_tokens,) log-probs
 
@@ -60,58 +68,6 @@ class RolloutBatch:
         return torch.where(self.in_loss, lengths, 0)
 
 
-def plan_micro_batches(
-    prompt_lengths: Sequence[int],
-    completion_lengths: Sequence[int],
-    rows: Sequence[int],
-    max_rows: int,
-    max_tokens: int | None = None,
-) -> list[list[int]]:
-    """Cut ``rows`` into micro-batches of at most ``max_rows`` rows.
-
-    Without ``max_tokens``: consecutive runs of ``max_rows``, in the given order. With it, rows
-    sorted longest first are packed greedily while the padded size, rows × (longest prompt +
-    longest completion) as ``pack_batch`` lays them out, stays within ``max_tokens``; a row
-    longer than the budget gets a micro-batch of its own. Sorting puts completions of similar
-    length together, so little of each micro-batch is padding.
-    """
-    if max_tokens is None:
-        rows = list(rows)
-        return [rows[i : i + max_rows] for i in range(0, len(rows), max_rows)]
-    order = sorted(rows, key=lambda i: prompt_lengths[i] + completion_lengths[i], reverse=True)
-    plan: list[list[int]] = []
-    current: list[int] = []
-    widest_prompt = widest_completion = 0
-    for i in order:
-        p = max(widest_prompt, prompt_lengths[i])
-        c = max(widest_completion, completion_lengths[i])
-        if current and (len(current) == max_rows or (len(current) + 1) * (p + c) > max_tokens):
-            plan.append(current)
-            current, p, c = [], prompt_lengths[i], completion_lengths[i]
-        current.append(i)
-        widest_prompt, widest_completion = p, c
-    if current:
-        plan.append(current)
-    return plan
-
-
-def _plan(batch: RolloutBatch, rows: Sequence[int], config: Config) -> list[list[int]]:
-    return plan_micro_batches(
-        [len(p) for p in batch.prompt_ids],
-        [c.num_tokens for c in batch.completions],
-        rows,
-        config.train.micro_batch_size,
-        config.train.micro_batch_tokens,
-    )
-
-
-def _pack(batch: RolloutBatch, idx: list[int], pad_id: int, device) -> dict[str, torch.Tensor]:
-    packed = pack_batch(
-        [batch.prompt_ids[i] for i in idx], [batch.completions[i].token_ids for i in idx], pad_id
-    )
-    return {k: v.to(device) for k, v in packed.items()}
-
-
 def _length_mask(lengths: torch.Tensor) -> torch.Tensor:
     """(N, max(1, longest)) bool: position t of row i is one of its ``lengths[i]`` tokens."""
     width = max(1, int(lengths.max())) if lengths.numel() else 1
@@ -137,8 +93,9 @@ def batch_logprobs(
 ) -> RowLogprobs:
     """Log-probs of the completions ``rows`` under ``model`` (old policy or reference), no grad."""
     out: RowLogprobs = {}
-    for idx in _plan(batch, rows, config):
-        packed = _pack(batch, idx, pad_id, device)
+    layout = layout_of(model, config)
+    for idx in micro_batches_of(batch, rows, config, layout):
+        packed = micro_batch_tensors(batch, idx, pad_id, device, layout)
         with autocast(config.train.precision, device):
             logp, _ = completion_logprobs(
                 model,
@@ -284,6 +241,7 @@ class UpdateStep:
     config: Config
     device: object
     dp: DataParallel
+    layout: Layout = "padded"
 
     def stated_logprobs(
         self, model, ref_model, rows: Sequence[int], version: int
@@ -312,7 +270,7 @@ class UpdateStep:
         """The objective on the micro-batch ``idx`` (its loss to backpropagate), its loss mask,
         and the importance-sampling statistics (token means over the micro-batch)."""
         config, device, batch, r = self.config, self.device, self.batch, self.config.rollout
-        packed = _pack(batch, idx, self.pad_id, device)
+        packed = micro_batch_tensors(batch, idx, self.pad_id, device, self.layout)
         width = packed["completion_mask"].shape[1]
         with autocast(config.train.precision, device):  # backward runs outside, as it should
             logp, entropy = completion_logprobs(
@@ -379,7 +337,8 @@ def policy_update(
     processes, so each process steps with the batch gradient of one process."""
     a = config.algo
     dp = dp or DataParallel(device=device)
-    step = UpdateStep(batch, policy_objective(config), pad_id, config, device, dp)
+    layout = layout_of(model, config)
+    step = UpdateStep(batch, policy_objective(config), pad_id, config, device, dp, layout)
     version = batch.policy_version if policy_version is None else policy_version
     rows = rows_to_train(batch, step.objective, config.train.skip_zero_advantage)
     mine = rows
@@ -388,7 +347,7 @@ def policy_update(
             len(p) + c.num_tokens for p, c in zip(batch.prompt_ids, batch.completions, strict=True)
         ]
         mine = balanced_shares(costs, rows, dp.world)[dp.rank]
-    plan = _plan(batch, mine, config)
+    plan = micro_batches_of(batch, mine, config, layout)
     counts = batch.token_counts()
     weights = step.objective.sequence_weights(_length_mask(counts)).to(device)
     stated = step.stated_logprobs(model, ref_model, mine, version)
@@ -411,7 +370,7 @@ def policy_update(
     policy = dp.training_forward(model)
     for _ in range(a.num_iterations):
         for k in range(padding):  # a forward and backward that add exactly nothing
-            packed = _pack(batch, (rows or [0])[:1], pad_id, device)
+            packed = micro_batch_tensors(batch, (rows or [0])[:1], pad_id, device, layout)
             with autocast(config.train.precision, device):
                 logp, _ = completion_logprobs(policy, packed, config.rollout.temperature)
             dp.backward(logp.sum() * 0.0, last=k == passes - 1)
@@ -433,14 +392,25 @@ def policy_update(
         stats["grad_norm"] += grad_norm
         nonfinite += not applied  # a skipped NaN/inf update: the guards report it
         scheduler.step()
-    totals = dp.sum_floats({**{k: stats[k] for k in summed}, "micro_batches": float(len(plan))})
+    positions, tokens = layout_positions(batch, plan, layout)
+    totals = dp.sum_floats(
+        {
+            **{k: stats[k] for k in summed},
+            "micro_batches": float(len(plan)),
+            "positions": float(positions),
+            "tokens": float(tokens),
+        }
+    )
     micro_batches = totals.pop("micro_batches")
+    positions, tokens = totals.pop("positions"), totals.pop("tokens")
     metrics = {f"train/{k}": v / a.num_iterations for k, v in (stats | totals).items()}
     if not rows:
         metrics.update({"train/loss": 0.0, "train/kl": math.nan, "train/entropy": math.nan})
         metrics.update({f"train/{name}": 0.0 for name in step.objective.stat_names})
     metrics["train/trained_fraction"] = len(rows) / max(1, len(batch.completions))
     metrics["train/micro_batches"] = micro_batches
+    # of the training forward's positions, how many hold no token (what packing removes)
+    metrics["train/padding_fraction"] = 1 - tokens / positions if positions else 0.0
     metrics["train/nonfinite_updates"] = float(nonfinite)
     if reports_logprobs(batch):
         metrics["train/rollout_logprob_abs_diff_max"] = dp.max_float(gap_max)
