@@ -232,6 +232,29 @@ def test_deepspeed_zero_run_ends_where_one_process_ends_and_resumes(
     assert_same_run(tmp_path / "one", run)
 
 
+@pytest.mark.parametrize("launch", ["fsdp-zero3", "deepspeed-zero2"])
+def test_bf16_sharded_runs_train_as_one_process_does(launch, tmp_path, tiny_model_dir, task_files):
+    """train.precision bf16 under FSDP2 and DeepSpeed ZeRO-2: fp32 masters sharded or
+    partitioned, bf16 autocast forwards on each process. bf16 rounds differently for other
+    micro-batch shapes, so the runs are not equal bit for bit (and AdamW turns the smallest
+    gradient differences into lr-sized steps): the first step, from the same weights, must
+    sample the same completions and reach the same gradient norm to bf16 rounding."""
+    if launch.startswith("deepspeed"):
+        pytest.importorskip("deepspeed")
+    recipe = write_recipe(tmp_path, tiny_model_dir, task_files)
+    overrides = ["train.precision=bf16", "train.micro_batch_tokens=64", "train.steps=2"]
+    run_one_process(recipe, tmp_path / "one", overrides)
+    run = tmp_path / launch
+    run_launched([*accelerate_launch(CONFIGS / f"{launch}.yaml"), str(recipe)], run, overrides)
+    assert {v.dtype for v in weights(run).values()} == {torch.float32}  # the masters
+    (one, _), (many, _) = (read_metrics(r / "metrics.jsonl") for r in (tmp_path / "one", run))
+    for key in ("completion/length_mean", "reward/total/mean"):
+        assert many[key] == pytest.approx(one[key], rel=1e-6)
+    assert one["train/grad_norm"] > 0.1
+    assert many["train/grad_norm"] == pytest.approx(one["train/grad_norm"], rel=1e-3)
+    assert many["train/rollout_logprob_abs_diff"] > 1e-6  # bf16 sampling: a measured gap
+
+
 @pytest.mark.parametrize("stage", [2, 3])
 def test_deepspeed_zero_rollback_ends_where_one_process_ends(
     stage, tmp_path, tiny_model_dir, task_files
