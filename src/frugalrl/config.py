@@ -96,7 +96,9 @@ class RolloutConfig(_Section):
         "prompts prefilled once per group, finished samples leave the batch), 'hf-generate' "
         "(transformers generate, for caches 'hf' does not handle), 'vllm' (vLLM in this process "
         "on the training GPU, weights reloaded after each step), 'vllm-server' (vLLM in its own "
-        "process, `frugalrl serve`, weights sent after each step). README: vLLM rollouts.",
+        "process, `frugalrl serve`, weights sent after each step), 'hf-process' ('hf' in a "
+        "process of its own with its own copy of the weights: sampling beside training, "
+        "rollout.max_staleness). README: vLLM rollouts.",
     )
     num_generations: int = Field(
         6, ge=2, description="G completions per prompt; open-rs uses 6 (a group needs ≥ 2)."
@@ -132,6 +134,23 @@ class RolloutConfig(_Section):
     importance_sampling_clip_min: float | None = Field(
         None, ge=0, description="Lower bound C_min on the IS ratio (None: none)."
     )
+    max_staleness: int = Field(
+        0,
+        ge=0,
+        description="Sample up to K steps ahead, beside training, from weights at most K steps "
+        "old (verl's one-step-off-policy is 1); 0: sample each step's batch from the latest "
+        "weights, between steps. K > 0 needs an engine that samples beside training "
+        "(hf-process) and rollout.importance_sampling. docs/algorithms.md#asynchronous-training.",
+    )
+
+    @model_validator(mode="after")
+    def _stale_batches_are_corrected(self) -> RolloutConfig:
+        if self.max_staleness and self.importance_sampling is None:
+            raise ValueError(
+                "rollout.max_staleness > 0 trains on batches sampled by older weights: set "
+                "rollout.importance_sampling (e.g. token_truncate) to correct for them"
+            )
+        return self
 
 
 class RewardConfig(_Section):

@@ -9,6 +9,7 @@ from frugalrl.rollout.base import (
     SamplingParams,
 )
 from frugalrl.rollout.hf import HFEngine
+from frugalrl.rollout.process_engine import ProcessEngine
 from frugalrl.rollout.vllm_client import VLLMServerEngine
 from frugalrl.rollout.vllm_engine import VLLMEngine
 
@@ -18,6 +19,7 @@ __all__ = [
     "Completion",
     "EngineUnavailable",
     "HFEngine",
+    "ProcessEngine",
     "RolloutEngine",
     "SamplingParams",
     "VLLMEngine",

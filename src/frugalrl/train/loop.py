@@ -67,6 +67,7 @@ from frugalrl.train.distributed import DataParallel
 from frugalrl.train.guards import Alarm, Guards
 from frugalrl.train.interrupt import GracefulStop
 from frugalrl.train.metrics import MetricsLogger
+from frugalrl.train.rollout_source import PrefetchedRounds
 from frugalrl.train.schedule import lr_multiplier
 from frugalrl.train.update import RolloutBatch, fold_kl_into_rewards, policy_update, skip_update
 
@@ -164,8 +165,11 @@ def collect_rollouts(
     params = SamplingParams(r.temperature, r.top_p, r.max_completion_tokens)
     t0 = time.perf_counter()
     groups = engine.generate(prompt_ids, r.num_generations, params, seeds=seeds)
-    gen_seconds = time.perf_counter() - t0
+    return score_groups(problems, prompt_ids, groups, scorer, time.perf_counter() - t0)
 
+
+def score_groups(problems, prompt_ids, groups, scorer, gen_seconds: float) -> ScoredGroups:
+    """Score sampled groups (one per prompt) with the step's rewards."""
     t0 = time.perf_counter()
     scored_batch = scorer.score(
         [
@@ -249,8 +253,12 @@ def sample_step(
     config: Config,
     scorer,
     dp: DataParallel | None = None,
+    first_round: Callable[[], ScoredGroups] | None = None,
 ) -> tuple[ScoredGroups, ScoredGroups, dict[str, float]]:
     """The groups to train on this step, everything generated for it, and sampling metrics.
+
+    ``first_round``: the step's first round when it was sampled ahead (``rollout_source``);
+    else it is sampled now.
 
     Without dynamic sampling: one round of ``prompts_per_step`` prompts, all trained on.
     With it (DAPO): groups with all-equal rewards are dropped and extra rounds sample more
@@ -277,7 +285,7 @@ def sample_step(
             dp,
         )
 
-    first = one_round(target)
+    first = first_round() if first_round is not None else one_round(target)
     if not config.algo.dynamic_sampling:
         return first, first, {}
     rounds: list[ScoredGroups] = []
@@ -424,6 +432,7 @@ class Run:
     train_seconds: float = 0.0  # time spent in steps, over every resumed session
     best: dict[str, Any] | None = None  # the best held-out evaluation: step, accuracy, its row
     stopped: Alarm | None = None  # the guard alarm that stopped the run
+    prefetched: PrefetchedRounds | None = None  # rounds sampled ahead (rollout.max_staleness)
     # Opened last, once the base evaluation is done (``start_run``):
     scorer: RewardScorer = field(init=False)
     logger: MetricsLogger | SilentLogger = field(init=False)
@@ -540,6 +549,13 @@ def start_run(config: Config, resume: bool) -> Run:
             f"rollout.engine {config.rollout.engine!r} copies the policy's weights after each "
             f"step, which {dp.sharding} shards across processes: use DDP (or rollout.engine hf)"
         )
+    if config.rollout.max_staleness and not hasattr(engine_class, "submit"):
+        raise UserError(
+            f"rollout.max_staleness samples beside training: rollout.engine "
+            f"{config.rollout.engine!r} samples between steps; use rollout.engine hf-process"
+        )
+    if config.rollout.max_staleness and dp.enabled:
+        raise UserError("rollout.max_staleness > 0 runs with one training process for now")
     own_weights = {}
     if getattr(engine_class, "copies_weights", False):
         own_weights["dtype"] = sampling_dtype(config.train.precision)
@@ -597,6 +613,11 @@ def start_run(config: Config, resume: bool) -> Run:
         workers=config.scoring.resolved_workers(),
         timeout=config.scoring.timeout_seconds,
     )
+    if config.rollout.max_staleness:
+        seed = config.train.seed
+        run.prefetched = PrefetchedRounds(
+            engine, run.sampler, prompt_ids, config, lambda draws: group_seeds(seed, draws)
+        )
     if checkpoints:
         restore_training_state(run, checkpoints[-1])
 
@@ -708,6 +729,8 @@ def restore_training_state(run: Run, checkpoint_dir: Path) -> None:
     run.dp.load_optimizer_state(run.model, run.optimizer, state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     run.sampler.load_state_dict(state["sampler"])
+    if run.prefetched:
+        run.prefetched.load_state_dict(state.get("prefetched", []))
     set_rng_state(state["rng"])
     run.step = state["step"]
     if "guards" in state:  # checkpoints from before the guards have none
@@ -749,6 +772,21 @@ def train_step(run: Run) -> dict[str, float]:
     pad_id = run.tokenizer.pad_token_id
     before = run.sampler.state_dict(), rng_state()
     scorer = run.scorer.at(run.step)  # rewards with a schedule score by this step's stage
+    ahead: dict[str, float] = {}  # what a round sampled ahead says (rollout_source)
+
+    def first_round() -> ScoredGroups:
+        r = run.prefetched.take(run.step)
+        ahead.update(
+            {
+                "version": r.version,
+                "time/rollout_wait_seconds": r.wait_seconds,
+                "time/sampler_idle_seconds": r.idle_seconds,
+            }
+        )
+        problems = [run.problems[i] for i in r.indices]
+        prompts = [run.prompt_ids[i] for i in r.indices]
+        return score_groups(problems, prompts, r.groups, scorer, r.generation_seconds)
+
     with run.dp.full_weights(run.model):
         try:
             rollouts, generated, sampling = sample_step(
@@ -759,11 +797,14 @@ def train_step(run: Run) -> dict[str, float]:
                 run.config,
                 scorer,
                 run.dp,
+                first_round if run.prefetched else None,
             )
         except EngineUnavailable:
             # nothing of this step is kept: the checkpoint resumes by drawing it again
             run.sampler.load_state_dict(before[0])
             set_rng_state(before[1])
+            if run.prefetched:
+                run.prefetched.drop()  # and the rounds sampled ahead
             raise
         lengths = [[c.num_tokens for c in group] for group in generated.groups]
         run.scorer.observe(run.step, lengths, generated.per_reward)  # Laser-D's targets
@@ -772,7 +813,8 @@ def train_step(run: Run) -> dict[str, float]:
             batch = build_batch(
                 rollouts, run.model, run.ref_model, pad_id, run.config, run.dp.device, run.dp
             )
-            batch.policy_version = run.step  # the engine holds the weights of the last step
+            # the engine holds the weights of the last step, or (sampled ahead) older ones
+            batch.policy_version = int(ahead.pop("version", run.step))
     if batch is not None:
         update = policy_update(
             run.model,
@@ -789,6 +831,9 @@ def train_step(run: Run) -> dict[str, float]:
         update = {**batch.metrics, **update}
     else:
         update = skip_update(run.scheduler, run.config)
+    if run.prefetched:
+        run.prefetched.step_done()
+        ahead["rollout/staleness"] = float(run.step - batch.policy_version) if batch else 0.0
     run.step += 1  # the step is taken: a sync that fails now checkpoints it (train())
     if batch is not None:
         sync_engine(run)
@@ -799,6 +844,7 @@ def train_step(run: Run) -> dict[str, float]:
         **scorer.scheduled_values(),
         **sampling,
         **update,
+        **ahead,
         "time/step_seconds": seconds,
     }
 
@@ -851,6 +897,8 @@ def roll_back(run: Run) -> None:
     )
     scale_learning_rate(run.optimizer, run.scheduler, run.config.guards.rollback_lr_factor)
     run.guards.rolled_back(run.best["row"] if run.best else None)
+    if run.prefetched:
+        run.prefetched.drop()  # sampled by the weights rolled back from
     sync_engine(run)  # last: if the engine fails, the checkpoint holds the whole rollback
 
 
@@ -882,6 +930,8 @@ def checkpoint(run: Run, name: str | None = None) -> None:
         dp.model_state(run.model),
         dp.optimizer_state(run.model, run.optimizer),
     )
+    # first: with its engine gone the rounds sampled ahead are dropped and the data rewound
+    prefetched = run.prefetched.state_dict() if run.prefetched else []
     if dp.is_main:
         save_checkpoint(
             run.run_dir,
@@ -892,6 +942,7 @@ def checkpoint(run: Run, name: str | None = None) -> None:
                 "optimizer": optimizer_state,
                 "scheduler": run.scheduler.state_dict(),
                 "sampler": run.sampler.state_dict(),
+                "prefetched": prefetched,
                 "train_seconds": run.train_seconds,
                 "guards": run.guards.state_dict(),
                 "rewards": run.scorer.state_dict(),
