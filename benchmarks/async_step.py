@@ -1,0 +1,115 @@
+"""The demo trained synchronously and with batches sampled one step ahead (K = 1), in one run.
+
+    python benchmarks/async_step.py [--demo-dir runs/frontier] [--steps N]
+
+From the demo's cached SFT base (built as ``frugalrl demo`` builds it if missing), two
+``frugalrl demo`` runs, one at a time so each has the machine to itself:
+
+* ``sync``: today's loop, ``rollout.engine: hf``, sampling and training on both cores
+  (``train.threads=2``);
+* ``async-k1``: ``rollout.max_staleness: 1``, ``rollout.engine: hf-process``: the sampler in
+  its own process pinned to core 1 with one thread, the trainer pinned to core 0 with one
+  thread, corrected by ``rollout.importance_sampling: token_truncate``.
+
+The table: training steps per second (steps ÷ the summary's ``train_seconds``, evaluation
+excluded), the trainer's idle fraction (waiting for its batch ÷ step time) and the sampler's
+(waiting for work ÷ step time), mean staleness, held-out avg@4 after with its 95% CI, and the
+throughput ratio to ``sync``. Goal (issue 20): K = 1 ≥ 1.3× the synchronous throughput with
+accuracy within the synchronous run's CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from curated_mix_demo import ensure_base
+
+from frugalrl.train.metrics import read_metrics
+
+FRUGALRL = str(Path(sys.executable).with_name("frugalrl"))
+RUNS = {
+    "sync": (["train.threads=2"], None),
+    "async-k1": (
+        [
+            "train.threads=1",
+            "rollout.max_staleness=1",
+            "rollout.engine=hf-process",
+            'rollout.engine_options={"threads": 1, "cpu_cores": [1]}',
+            "rollout.importance_sampling=token_truncate",
+        ],
+        {0},
+    ),
+}
+
+
+def run_demo(out: Path, name: str, steps: int | None) -> float:
+    sets, cores = RUNS[name]
+    sets = [*sets, "logging.progress=false", *([f"train.steps={steps}"] if steps else [])]
+    cmd = [FRUGALRL, "demo", "--out", str(out), "--run", name]
+    cmd += [a for s in sets for a in ("--set", s)]
+    print("$", " ".join(cmd[1:]), flush=True)
+    pin = (lambda: os.sched_setaffinity(0, cores)) if cores else None
+    t0 = time.perf_counter()
+    with (out / f"{name}.log").open("w") as log:
+        subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True, preexec_fn=pin)
+    return time.perf_counter() - t0
+
+
+def figures(out: Path, name: str) -> dict[str, float]:
+    run = out / name
+    summary = json.loads((run / "summary.json").read_text())
+    rows = [m for m in read_metrics(run / "metrics.jsonl") if "time/step_seconds" in m]
+    step_seconds = sum(m["time/step_seconds"] for m in rows)
+
+    def share(key: str) -> float:
+        return sum(m.get(key, 0.0) for m in rows) / step_seconds
+
+    final = summary["eval"]["final"]
+    return {
+        "steps_per_second": len(rows) / step_seconds,
+        "trainer_idle": share("time/rollout_wait_seconds"),
+        "sampler_idle": share("time/sampler_idle_seconds"),
+        "staleness": statistics.mean(m.get("rollout/staleness", 0.0) for m in rows),
+        "accuracy": final["accuracy"],
+        "ci": final["accuracy_ci95"],
+        "base": summary["eval"]["base"]["accuracy"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--demo-dir", default="runs/frontier", help="demo directory (data, base)")
+    parser.add_argument("--steps", type=int, help="train.steps (default: the demo's 100)")
+    args = parser.parse_args()
+    out = Path(args.demo_dir).resolve()
+    ensure_base(out)
+    walls = {name: run_demo(out, name, args.steps) for name in RUNS}
+    got = {name: figures(out, name) for name in RUNS}
+    sync = got["sync"]["steps_per_second"]
+    lines = [
+        "| run | steps/s | vs sync | trainer idle | sampler idle | staleness | base % "
+        "| final % [95% CI] | wall (min) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, f in got.items():
+        lo, hi = f["ci"]
+        lines.append(
+            f"| {name} | {f['steps_per_second']:.3f} | {f['steps_per_second'] / sync:.2f}× "
+            f"| {f['trainer_idle']:.1%} | {f['sampler_idle']:.1%} | {f['staleness']:.2f} "
+            f"| {100 * f['base']:.1f} | {100 * f['accuracy']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}] "
+            f"| {walls[name] / 60:.1f} |"
+        )
+    table = "\n".join(lines)
+    (out / "async_step.md").write_text(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
