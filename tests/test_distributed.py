@@ -71,23 +71,43 @@ def run_one_process(recipe: Path, out: Path, overrides: list[str]) -> None:
 
 
 def launch_env() -> dict[str, str]:
-    """The tests' reward module importable in the launched processes."""
-    return {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "PYTHONWARNINGS": "ignore"}
+    """The tests' reward module importable in the launched processes, and a Python traceback
+    from a process that dies of a signal (an abort in a collective says where it was)."""
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "tests"),
+        "PYTHONWARNINGS": "ignore",
+        "PYTHONFAULTHANDLER": "1",
+    }
+
+
+def ranks_output(stderr: str) -> str:
+    """What a failed launch's processes printed, without the launcher's own traceback (which
+    fills the end of stderr and says only which rank died, and by what signal)."""
+    launcher = stderr.rfind("Traceback (most recent call last)")
+    if launcher > 0 and "distributed.elastic" in stderr[launcher:]:
+        return stderr[:launcher][-6000:] + "\n[launcher]\n" + stderr[-1200:]
+    return stderr[-6000:]
+
+
+def launched(command: list[str], env: dict[str, str] | None = None, exit_code: int = 0):
+    """Run a launch command to the end (its processes' own errors shown if it fails)."""
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env or launch_env(),
+        check=False,
+    )
+    assert done.returncode == exit_code, ranks_output(done.stderr)
+    return done
 
 
 def run_launched(command: list[str], out: Path, overrides: list[str], exit_code: int = 0) -> str:
     """Run a launch command to the end; its standard output."""
     sets = [f"--set={o}" for o in [*overrides, f"train.output_dir={out}"]]
-    done = subprocess.run(
-        [*command, *sets],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=launch_env(),
-        check=False,
-    )
-    assert done.returncode == exit_code, done.stderr[-3000:]
-    return done.stdout
+    return launched([*command, *sets], exit_code=exit_code).stdout
 
 
 def weights(run: Path) -> dict[str, torch.Tensor]:
@@ -195,7 +215,7 @@ def test_sharded_fsdp_run_ends_where_one_process_ends_and_resumes(
 
     died_after_step_4(run)
     resume = [*accelerate_launch(CONFIGS / "fsdp-zero2.yaml"), "--resume", str(run)]
-    subprocess.run(resume, capture_output=True, timeout=600, check=True, env=launch_env())
+    launched(resume)
     assert_same_run(tmp_path / "one", run)
 
 
@@ -228,7 +248,7 @@ def test_deepspeed_zero_run_ends_where_one_process_ends_and_resumes(
 
     died_after_step_4(run)
     resume = [*accelerate_launch(config), "--resume", str(run)]
-    subprocess.run(resume, capture_output=True, timeout=600, check=True, env=launch_env())
+    launched(resume)
     assert_same_run(tmp_path / "one", run)
 
 
@@ -346,7 +366,7 @@ def test_deepspeed_skips_a_nonfinite_update(stage, tmp_path, tiny_model_dir, tas
     command = [*accelerate_launch(CONFIGS / f"deepspeed-zero{stage}.yaml"), str(recipe)]
     sets = [f"--set={o}" for o in [*overrides, f"train.output_dir={run}"]]
     env = {**launch_env(), "PYTHONPATH": f"{patches}{os.pathsep}{ROOT / 'tests'}"}
-    subprocess.run([*command, *sets], capture_output=True, timeout=600, check=True, env=env)
+    launched([*command, *sets], env=env)
     rows = read_metrics(run / "metrics.jsonl")
     assert [r["train/nonfinite_updates"] for r in rows] == [0, 1, 0, 0]
     ckpt = run / "checkpoints"
