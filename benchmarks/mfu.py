@@ -52,7 +52,7 @@ from frugalrl.data import encode_prompts
 from frugalrl.demo.model import build_model, build_trace_tokenizer, save_pretrained
 from frugalrl.demo.task import make_split
 from frugalrl.policy import pick_device
-from frugalrl.train import loop
+from frugalrl.train import loop, rollout_source
 from frugalrl.train.metrics import read_metrics
 from frugalrl.train.update import policy_objective, rows_to_train
 
@@ -137,7 +137,7 @@ class Recorder:
     def __init__(self) -> None:
         self.rollouts: list[dict] = []
         self.updates: list[dict] = []
-        self._collect = loop.collect_rollouts
+        self._collect = rollout_source.collect_rollouts
         self._update = loop.policy_update
 
     def collect_rollouts(self, engine, problems, prompt_ids, config, scorer, *rest):
@@ -179,12 +179,12 @@ class Recorder:
         return out
 
     def __enter__(self) -> Recorder:
-        loop.collect_rollouts = self.collect_rollouts
+        rollout_source.collect_rollouts = self.collect_rollouts
         loop.policy_update = self.policy_update
         return self
 
     def __exit__(self, *exc) -> None:
-        loop.collect_rollouts = self._collect
+        rollout_source.collect_rollouts = self._collect
         loop.policy_update = self._update
 
 

@@ -311,7 +311,8 @@ def replay_first_batch(assets: dict, args, out: Path) -> None:
 
     from frugalrl.policy import load_policy
     from frugalrl.rollout import Completion
-    from frugalrl.train.loop import ScoredGroups, build_batch, build_optimizer
+    from frugalrl.train.loop import build_batch, build_optimizer
+    from frugalrl.train.rollout_source import ScoredGroups
     from frugalrl.train.update import policy_update
 
     torch.set_num_threads(args.threads)

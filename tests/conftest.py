@@ -66,10 +66,10 @@ def tiny_overrides(tiny_model_dir, task_files, tmp_path):
 @pytest.fixture
 def train_with_crash(monkeypatch):
     """``run(config)``: train, crash as the third step starts sampling, then resume to the end."""
-    from frugalrl.train import loop
+    from frugalrl.train import loop, rollout_source
 
     def run(config):
-        real, calls = loop.collect_rollouts, []
+        real, calls = rollout_source.collect_rollouts, []
 
         def crash_on_third_step(*args, **kwargs):
             calls.append(1)
@@ -77,10 +77,10 @@ def train_with_crash(monkeypatch):
                 raise RuntimeError("simulated crash")
             return real(*args, **kwargs)
 
-        monkeypatch.setattr(loop, "collect_rollouts", crash_on_third_step)
+        monkeypatch.setattr(rollout_source, "collect_rollouts", crash_on_third_step)
         with pytest.raises(RuntimeError, match="simulated crash"):
             loop.train(config)
-        monkeypatch.setattr(loop, "collect_rollouts", real)
+        monkeypatch.setattr(rollout_source, "collect_rollouts", real)
         loop.train(config, resume=True)
 
     return run

@@ -77,7 +77,13 @@ def trained_versions(monkeypatch) -> list[tuple[int, int, bool]]:
 @pytest.mark.parametrize("staleness", [1, 2])
 def test_batches_are_never_staler_than_k(tiny_overrides, monkeypatch, staleness):
     seen = trained_versions(monkeypatch)
-    config = async_config(tiny_overrides, f"rollout.max_staleness={staleness}", "train.steps=5")
+    config = async_config(
+        tiny_overrides,
+        f"rollout.max_staleness={staleness}",
+        "train.steps=5",
+        "rollout.importance_sampling_clip_max=1.0",
+        "algo.entropy_coef=0.05",  # the untrained policy earns no reward: this moves it
+    )
     loop.train(config)
     assert [trained for trained, _, _ in seen] == [0, 1, 2, 3, 4]
     lags = [trained - sampled for trained, sampled, _ in seen]
@@ -86,8 +92,14 @@ def test_batches_are_never_staler_than_k(tiny_overrides, monkeypatch, staleness)
     assert all(known for _, _, known in seen)  # behaviour log-probs travel with each batch
     rows = read_metrics(config.train.output_dir + "/metrics.jsonl")
     assert [r["rollout/staleness"] for r in rows] == lags
-    assert all(r["train/is_weight_mean"] > 0 for r in rows[1:])
-    assert all("time/rollout_wait_seconds" in r for r in rows)
+    for r in rows:
+        assert r["time/rollout_wait_seconds"] >= 0 and r["time/sampler_idle_seconds"] >= 0
+        if r["rollout/staleness"] == 0:  # sampled by the weights trained: ρ = 1 to rounding
+            assert r["train/is_raw_weight_max"] == pytest.approx(1.0, abs=1e-3)
+        else:  # the stale batch's raw ratios exceed the truncation at 1, which cuts them
+            assert r["train/is_raw_weight_max"] > 1.01
+            assert r["train/is_weight_mean"] <= 1.0 + 1e-6
+            assert r["train/is_raw_weight_mean"] > r["train/is_weight_mean"]
 
 
 def test_k0_is_the_synchronous_loop(tiny_overrides, tmp_path):
@@ -128,21 +140,21 @@ def test_resume_trains_the_batches_the_uninterrupted_run_would(tiny_overrides, t
 
 def test_a_sampling_process_that_dies_checkpoints_and_resumes(tiny_overrides, monkeypatch):
     config = async_config(tiny_overrides, "rollout.max_staleness=1", "train.save_every=0")
-    real = PrefetchedRounds.take
+    real = PrefetchedRounds.first_round
 
-    def dies_in_step_3(self, step):
+    def dies_in_step_3(self, step, scorer):
         if step == 2:  # step 2's round may already be back: the failure shows by step 3
             self.engine.process.kill()
-        return real(self, step)
+        return real(self, step, scorer)
 
-    monkeypatch.setattr(PrefetchedRounds, "take", dies_in_step_3)
+    monkeypatch.setattr(PrefetchedRounds, "first_round", dies_in_step_3)
     with pytest.raises(EngineUnavailable, match="sampling process died") as failed:
         loop.train(config)
     saved = int(
         re.search(r"saved step (\d+): continue with frugalrl train --resume", str(failed.value))[1]
     )
     assert saved in (2, 3)
-    monkeypatch.setattr(PrefetchedRounds, "take", real)
+    monkeypatch.setattr(PrefetchedRounds, "first_round", real)
     summary = loop.train(config, resume=True)
     assert summary["steps"] == 4
     rows = read_metrics(config.train.output_dir + "/metrics.jsonl")
@@ -163,3 +175,59 @@ def test_staleness_needs_an_engine_beside_training_and_a_correction(tiny_overrid
         )
     with pytest.raises(UserError, match="rollout.importance_sampling"):
         load_config(DEMO, [*tiny_overrides, "rollout.max_staleness=1"])
+
+
+def test_resume_with_dynamic_sampling_kl_in_the_reward_and_lora(tiny_overrides, tmp_path):
+    # extra dynamic-sampling rounds are sampled on the spot beside the queued ones; the KL
+    # is folded into the reward against the reference; LoRA adapters reach the sampler merged
+    whole = async_config(
+        tiny_overrides,
+        "rollout.max_staleness=1",
+        "algo.dynamic_sampling=true",
+        "algo.kl_in_reward=true",
+        "algo.beta=0.04",
+        "peft.r=4",
+        "peft.alpha=8",
+    )
+    loop.train(whole)
+    run = tmp_path / "run"
+    final = load_file(run / "final" / "adapter_model.safetensors")
+    rows = read_metrics(run / "metrics.jsonl")
+    assert sum(r["train/dynamic_sampling_rounds"] for r in rows) > 0
+    assert [r["rollout/staleness"] for r in rows] == [0, 1, 1, 1]
+    died_after_step_2(run)
+    loop.train(whole, resume=True)
+    resumed = load_file(run / "final" / "adapter_model.safetensors")
+    assert all(torch.equal(final[k], resumed[k]) for k in final)
+
+
+def test_a_rollback_drops_the_rounds_sampled_ahead(tiny_overrides):
+    # the guard trips on the KL from step 2 on (tests/test_guards.py): step 2 rolls back, so the
+    # round queued for step 3 by step 2's weights is thrown away and its prompts drawn again,
+    # sampled by the restored weights (staleness 0); step 4 trips again with no rollback left
+    config = async_config(
+        tiny_overrides,
+        "rollout.max_staleness=1",
+        "train.steps=6",
+        "eval.after=false",
+        "eval.every_steps=1",
+        "guards.max_rollbacks=1",
+        "guards.window=1",
+        "algo.entropy_coef=0.05",
+        "guards.monitors=[{name: kl, high: 1.0e-12, action: rollback}]",
+    )
+    drawn, real = [], PrefetchedRounds._queue
+
+    def recording(self, version):
+        real(self, version)
+        drawn.append(self.queued[-1].indices)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(PrefetchedRounds, "_queue", recording)
+        summary = loop.train(config)
+    assert summary["guards"]["rollbacks"] == 1 and summary["stopped"]["step"] == 4
+    rows = [r for r in read_metrics(config.run_dir / "metrics.jsonl") if "rollout/staleness" in r]
+    assert [r["rollout/staleness"] for r in rows] == [0, 1, 0, 1]
+    # queued: for steps 1 and 2 at step 1; for 3 at step 2 (dropped); for 3 (the same
+    # prompts, drawn again) and 4 at step 3; for 5 at step 4
+    assert len(drawn) == 6 and drawn[3] == drawn[2] and drawn[4] != drawn[2]

@@ -192,6 +192,24 @@ def test_num_processes_with_dynamic_sampling_kl_reward_lora(tmp_path, tiny_model
     assert sum(r["train/dynamic_sampling_dropped_groups"] for r in rows) > 0
 
 
+def test_two_processes_sampling_ahead_end_where_one_ends(tmp_path, tiny_model_dir, task_files):
+    """rollout.max_staleness 1: each process queues its share of the next step's prompts on its
+    own sampling process (hf-process); the groups are gathered when the step takes them. Two
+    processes train the batches one process trains."""
+    recipe = write_recipe(tmp_path, tiny_model_dir, task_files)
+    overrides = [
+        "rollout.engine=hf-process",
+        "rollout.max_staleness=1",
+        "rollout.importance_sampling=token_truncate",
+        "train.prompts_per_step=3",  # shares of 2 and 1
+    ]
+    run_one_process(recipe, tmp_path / "one", overrides)
+    run_launched([*accelerate_launch(CPU_CONFIG), str(recipe)], tmp_path / "two", overrides)
+    assert_same_run(tmp_path / "one", tmp_path / "two")
+    rows = read_metrics(tmp_path / "two" / "metrics.jsonl")
+    assert [r["rollout/staleness"] for r in rows] == [0, 1, 1, 1, 1]
+
+
 def test_sharded_fsdp_run_ends_where_one_process_ends_and_resumes(
     tmp_path, tiny_model_dir, task_files
 ):

@@ -87,6 +87,8 @@ def test_hf_engine_logprobs_match_the_trainer(tiny_overrides):
     (row,) = read_metrics(config.run_dir / "metrics.jsonl")
     assert row["train/rollout_logprob_abs_diff"] < 1e-4
     assert row["train/is_weight_mean"] == pytest.approx(1.0, abs=1e-4)
+    assert row["train/is_raw_weight_mean"] == pytest.approx(1.0, abs=1e-4)
+    assert row["train/is_raw_weight_max"] == pytest.approx(1.0, abs=1e-3)
 
 
 def test_an_engine_without_logprobs_is_a_clear_error(tiny_overrides):

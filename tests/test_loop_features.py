@@ -14,7 +14,7 @@ from frugalrl.policy import load_policy
 from frugalrl.rewards import RewardSpec
 from frugalrl.rewards.scoring import RewardScorer
 from frugalrl.rollout import Completion
-from frugalrl.train import loop, update
+from frugalrl.train import loop, rollout_source, update
 from frugalrl.train.metrics import read_metrics
 
 # ---------------------------------------------------------------- rewards named by dotted path
@@ -72,16 +72,24 @@ def sampling_setup(informative_positions, prompts_per_step=4, max_rounds=3):
     return sampler, problems, [[i] for i in range(12)], config, scorer, order
 
 
+def sampled(engine, sampler, problems, ids, config, scorer):
+    """A step's (kept, generated, metrics), sampled synchronously."""
+    source = rollout_source.SynchronousRounds(engine, sampler, problems, ids, config)
+    step = loop.sample_step(source, config, scorer, step=0)
+    return step.kept, step.generated, step.metrics
+
+
 def test_dynamic_sampling_drops_constant_groups_and_refills():
     # Round 1 (order[0:4]) has one informative group; 1 kept of 4 drawn, 3 missing, so round 2
     # draws min(4, ceil(3 / (1/4))) = 4 (order[4:8]), of which 3 are informative: batch full.
     sampler, problems, ids, config, scorer, order = sampling_setup([0, 5, 6, 7])
     engine = FakeEngine()
-    kept, generated, metrics = loop.sample_step(engine, sampler, problems, ids, config, scorer)
+    kept, generated, metrics = sampled(engine, sampler, problems, ids, config, scorer)
     assert engine.calls == [4, 4]
     assert [p[0] for p in kept.prompt_ids] == [order[0], order[5], order[6], order[7]]
     assert len(generated) == 8 and loop.informative_groups(kept.rewards).all()
     assert metrics == {
+        "rollout/staleness": 0.0,
         "train/dynamic_sampling_dropped_groups": 4.0,
         "train/dynamic_sampling_rounds": 1.0,
         "train/dynamic_sampling_kept_groups": 4.0,
@@ -91,7 +99,7 @@ def test_dynamic_sampling_drops_constant_groups_and_refills():
 
 def test_dynamic_sampling_trims_surplus_groups():
     sampler, problems, ids, config, scorer, order = sampling_setup([0, 4, 5, 6, 7])
-    kept, _, metrics = loop.sample_step(FakeEngine(), sampler, problems, ids, config, scorer)
+    kept, _, metrics = sampled(FakeEngine(), sampler, problems, ids, config, scorer)
     assert [p[0] for p in kept.prompt_ids] == [order[0], order[4], order[5], order[6]]
     assert metrics["train/dynamic_sampling_dropped_groups"] == 3.0
 
@@ -99,7 +107,7 @@ def test_dynamic_sampling_trims_surplus_groups():
 def test_dynamic_sampling_gives_up_after_max_rounds():
     sampler, problems, ids, config, scorer, _ = sampling_setup([], max_rounds=2)
     engine = FakeEngine()
-    kept, generated, metrics = loop.sample_step(engine, sampler, problems, ids, config, scorer)
+    kept, generated, metrics = sampled(engine, sampler, problems, ids, config, scorer)
     assert engine.calls == [4, 4, 4] and len(kept) == 0 and len(generated) == 12
     assert metrics["train/dynamic_sampling_rounds"] == 2.0
     assert metrics["train/dynamic_sampling_dropped_groups"] == 12.0
@@ -108,10 +116,8 @@ def test_dynamic_sampling_gives_up_after_max_rounds():
 def test_without_dynamic_sampling_every_group_is_kept():
     sampler, problems, ids, config, scorer, _ = sampling_setup([])
     config.algo.dynamic_sampling = False
-    kept, generated, metrics = loop.sample_step(
-        FakeEngine(), sampler, problems, ids, config, scorer
-    )
-    assert len(kept) == 4 and kept is generated and metrics == {}
+    kept, generated, metrics = sampled(FakeEngine(), sampler, problems, ids, config, scorer)
+    assert len(kept) == 4 and kept is generated and metrics == {"rollout/staleness": 0.0}
 
 
 # ---------------------------------------------------------------- dynamic sampling, real loop
@@ -137,7 +143,7 @@ def test_dynamic_sampling_run_resumes_exactly(tiny_overrides, tmp_path, monkeypa
 
     # Crash mid-step 3 (after the step-2 checkpoint), once the sampler and the RNG have moved.
     crashing = load_config("recipes/demo.yaml", [*base, f"train.output_dir={tmp_path / 'b'}"])
-    real_step, real_collect, steps = loop.sample_step, loop.collect_rollouts, []
+    real_step, real_collect, steps = loop.sample_step, rollout_source.collect_rollouts, []
 
     def counting_step(*args, **kwargs):
         steps.append(1)
@@ -150,11 +156,11 @@ def test_dynamic_sampling_run_resumes_exactly(tiny_overrides, tmp_path, monkeypa
         return out
 
     monkeypatch.setattr(loop, "sample_step", counting_step)
-    monkeypatch.setattr(loop, "collect_rollouts", crash_in_step_3)
+    monkeypatch.setattr(rollout_source, "collect_rollouts", crash_in_step_3)
     with pytest.raises(RuntimeError, match="simulated crash"):
         loop.train(crashing)
     monkeypatch.setattr(loop, "sample_step", real_step)
-    monkeypatch.setattr(loop, "collect_rollouts", real_collect)
+    monkeypatch.setattr(rollout_source, "collect_rollouts", real_collect)
     loop.train(crashing, resume=True)
 
     a = AutoModelForCausalLM.from_pretrained(tmp_path / "a" / "final").state_dict()
@@ -210,7 +216,7 @@ def test_kl_in_reward_penalises_rewards_before_the_advantage(tiny_model_dir):
     ref = perturbed(model)
     prompt = [5, 6, 7]
     comps = [(10, 11, 12), (13, 14, 15, 16, 17), (18, 19, 20, 21)]  # different lengths
-    rollouts = loop.ScoredGroups(
+    rollouts = rollout_source.ScoredGroups(
         [prompt],
         [[Completion(c, "", True) for c in comps]],
         [[1.0, 0.0, 1.0]],

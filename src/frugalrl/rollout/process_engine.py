@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import os
 import queue
+import signal
 import time
 import traceback
 from collections.abc import Sequence
@@ -71,6 +72,9 @@ class Generated:
 
 def _child(commands, results, config, staging, tokenizer, batch_size, opts) -> None:
     """The sampling process: its own model, loaded from ``staging`` on each ``load``."""
+    # Ctrl-C reaches the whole process group: the trainer finishes its step, saves the rounds
+    # queued here (so it waits for them), then closes this process
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         torch.set_num_threads(opts.threads)
         if opts.cpu_cores is not None:

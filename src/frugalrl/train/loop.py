@@ -51,12 +51,9 @@ from frugalrl.rng import rng_state, set_rng_state
 from frugalrl.rollout import (
     ROLLOUT_ENGINES,
     AutocastSampling,
-    Completion,
     EngineUnavailable,
-    SamplingParams,
 )
 from frugalrl.run_layout import FINAL, checkpoint_dir
-from frugalrl.sample import Sample
 from frugalrl.train.checkpoint import (
     list_checkpoints,
     load_training_state,
@@ -67,131 +64,9 @@ from frugalrl.train.distributed import DataParallel
 from frugalrl.train.guards import Alarm, Guards
 from frugalrl.train.interrupt import GracefulStop
 from frugalrl.train.metrics import MetricsLogger
-from frugalrl.train.rollout_source import PrefetchedRounds
+from frugalrl.train.rollout_source import ScoredGroups, SynchronousRounds, rollout_source
 from frugalrl.train.schedule import lr_multiplier
 from frugalrl.train.update import RolloutBatch, fold_kl_into_rewards, policy_update, skip_update
-
-
-@dataclass
-class ScoredGroups:
-    """Prompts with their G sampled completions each and the completions' rewards, one row a prompt.
-
-    Rewards stay Python floats (NaN = unscored) until advantages need a tensor, so the logged
-    means are the float64 ones. Counters and timings belong to the rounds that spent them.
-    """
-
-    prompt_ids: list[list[int]]
-    groups: list[list[Completion]]
-    totals: list[list[float]]  # weighted total reward per completion
-    per_reward: dict[str, list[list[float]]]  # each reward term, same layout
-    failed_groups: int = 0
-    timed_out_groups: int = 0
-    generation_seconds: float = 0.0
-    scoring_seconds: float = 0.0
-
-    def __len__(self) -> int:
-        return len(self.groups)
-
-    @property
-    def rewards(self) -> torch.Tensor:
-        """(prompts, G) float32 totals, NaN where unscored."""
-        if not self.totals:  # view(0, -1) is ambiguous, and dynamic sampling may keep nothing
-            return torch.empty(0, 0)
-        return torch.tensor(self.totals, dtype=torch.float32).view(len(self), -1)
-
-    def select(self, keep: list[int]) -> ScoredGroups:
-        """Only the groups at ``keep``; counters and timings stay with this round (not copied)."""
-        return ScoredGroups(
-            [self.prompt_ids[i] for i in keep],
-            [self.groups[i] for i in keep],
-            [self.totals[i] for i in keep],
-            {name: [v[i] for i in keep] for name, v in self.per_reward.items()},
-        )
-
-    @staticmethod
-    def concat(parts: list[ScoredGroups], concurrent: bool = False) -> ScoredGroups:
-        """Groups of consecutive sampling rounds (their times add up), or of the processes of
-        one round (``concurrent``: they ran side by side, the round took the longest's time)."""
-        wall = max if concurrent else sum
-        return ScoredGroups(
-            [p for part in parts for p in part.prompt_ids],
-            [g for part in parts for g in part.groups],
-            [t for part in parts for t in part.totals],
-            {
-                name: [v for part in parts for v in part.per_reward[name]]
-                for name in parts[0].per_reward
-            },
-            failed_groups=sum(p.failed_groups for p in parts),
-            timed_out_groups=sum(p.timed_out_groups for p in parts),
-            generation_seconds=wall(p.generation_seconds for p in parts),
-            scoring_seconds=wall(p.scoring_seconds for p in parts),
-        )
-
-
-def group_seeds(seed: int, draws: range) -> list[int]:
-    """One sampling seed per drawn prompt, from the run's seed and the draw's position in the
-    run only: a group's samples are the same whatever batch, round or process it lands in."""
-    return [
-        int(np.random.SeedSequence([seed, d]).generate_state(1, np.uint64)[0] >> 1) for d in draws
-    ]
-
-
-def collect_rollouts(
-    engine,
-    problems,
-    prompt_ids,
-    config: Config,
-    scorer,
-    seeds: list[int] | None = None,
-    dp: DataParallel | None = None,
-) -> ScoredGroups:
-    """One round: sample G completions per prompt and score each group.
-
-    Data-parallel: each process samples and scores its share of the prompts, and every process
-    gets all the groups, in prompt order."""
-    dp = dp or DataParallel()
-    if dp.enabled:
-        mine = dp.share(range(len(prompt_ids)))
-        part = collect_rollouts(
-            engine,
-            [problems[i] for i in mine],
-            [prompt_ids[i] for i in mine],
-            config,
-            scorer,
-            None if seeds is None else [seeds[i] for i in mine],
-        )
-        return ScoredGroups.concat(dp.gather(part), concurrent=True)
-    r = config.rollout
-    params = SamplingParams(r.temperature, r.top_p, r.max_completion_tokens)
-    t0 = time.perf_counter()
-    groups = engine.generate(prompt_ids, r.num_generations, params, seeds=seeds)
-    return score_groups(problems, prompt_ids, groups, scorer, time.perf_counter() - t0)
-
-
-def score_groups(problems, prompt_ids, groups, scorer, gen_seconds: float) -> ScoredGroups:
-    """Score sampled groups (one per prompt) with the step's rewards."""
-    t0 = time.perf_counter()
-    scored_batch = scorer.score(
-        [
-            [Sample(c.text, c.num_tokens, c.finished, problem) for c in group]
-            for problem, group in zip(problems, groups, strict=True)
-        ]
-    )
-    score_seconds = time.perf_counter() - t0
-
-    def nan_for_none(values: list[list[float | None]]) -> list[list[float]]:
-        return [[math.nan if v is None else v for v in group] for group in values]
-
-    return ScoredGroups(
-        [list(p) for p in prompt_ids],
-        groups,
-        nan_for_none(scored_batch.totals),
-        {name: nan_for_none(v) for name, v in scored_batch.per_reward.items()},
-        failed_groups=sum(scored_batch.failures.values()),
-        timed_out_groups=scored_batch.timed_out,
-        generation_seconds=gen_seconds,
-        scoring_seconds=score_seconds,
-    )
 
 
 def rollout_metrics(rollouts: ScoredGroups, scorer) -> dict[str, float]:
@@ -245,20 +120,20 @@ def zero_variance_fraction(rewards: torch.Tensor) -> float:
     return float((~informative_groups(rewards)).float().mean())
 
 
-def sample_step(
-    engine,
-    sampler: PromptSampler,
-    problems,
-    prompt_ids,
-    config: Config,
-    scorer,
-    dp: DataParallel | None = None,
-    first_round: Callable[[], ScoredGroups] | None = None,
-) -> tuple[ScoredGroups, ScoredGroups, dict[str, float]]:
-    """The groups to train on this step, everything generated for it, and sampling metrics.
+@dataclass
+class StepRollouts:
+    """What a step sampled: the groups it trains on, everything generated for it, the version
+    of the weights that sampled its first round, and sampling metrics."""
 
-    ``first_round``: the step's first round when it was sampled ahead (``rollout_source``);
-    else it is sampled now.
+    kept: ScoredGroups
+    generated: ScoredGroups
+    version: int
+    metrics: dict[str, float]
+
+
+def sample_step(source: SynchronousRounds, config: Config, scorer, step: int) -> StepRollouts:
+    """Step ``step``'s groups: its first round from the rollout ``source`` (sampled now, or
+    ahead: ``rollout_source``), then, with dynamic sampling, extra rounds sampled now.
 
     Without dynamic sampling: one round of ``prompts_per_step`` prompts, all trained on.
     With it (DAPO): groups with all-equal rewards are dropped and extra rounds sample more
@@ -271,29 +146,17 @@ def sample_step(
     sampler advances by what was drawn, a function of seeded rollouts, so resuming is exact.
     """
     target = config.train.prompts_per_step
-
-    def one_round(n: int) -> ScoredGroups:
-        seeds = group_seeds(config.train.seed, range(sampler.position, sampler.position + n))
-        idx = sampler.next(n)
-        return collect_rollouts(
-            engine,
-            [problems[i] for i in idx],
-            [prompt_ids[i] for i in idx],
-            config,
-            scorer,
-            seeds,
-            dp,
-        )
-
-    first = first_round() if first_round is not None else one_round(target)
+    opening = source.first_round(step, scorer)
+    first, version = opening.groups, opening.version
+    metrics = {**opening.metrics, "rollout/staleness": float(step - version)}
     if not config.algo.dynamic_sampling:
-        return first, first, {}
+        return StepRollouts(first, first, version, metrics)
     rounds: list[ScoredGroups] = []
     kept: list[ScoredGroups] = []
     num_kept = num_drawn = dropped = 0
     draw = target
     for _ in range(config.algo.max_sampling_rounds + 1):
-        part = first if not rounds else one_round(draw)
+        part = first if not rounds else source.draw(draw, scorer)
         rounds.append(part)
         informative = informative_groups(part.rewards).nonzero().flatten().tolist()
         dropped += len(part) - len(informative)
@@ -305,12 +168,12 @@ def sample_step(
             break
         missing = target - num_kept
         draw = target if num_kept == 0 else min(target, math.ceil(missing * num_drawn / num_kept))
-    metrics = {
+    metrics |= {
         "train/dynamic_sampling_dropped_groups": float(dropped),
         "train/dynamic_sampling_rounds": float(len(rounds) - 1),
         "train/dynamic_sampling_kept_groups": float(num_kept),
     }
-    return ScoredGroups.concat(kept), ScoredGroups.concat(rounds), metrics
+    return StepRollouts(ScoredGroups.concat(kept), ScoredGroups.concat(rounds), version, metrics)
 
 
 def build_batch(
@@ -432,7 +295,7 @@ class Run:
     train_seconds: float = 0.0  # time spent in steps, over every resumed session
     best: dict[str, Any] | None = None  # the best held-out evaluation: step, accuracy, its row
     stopped: Alarm | None = None  # the guard alarm that stopped the run
-    prefetched: PrefetchedRounds | None = None  # rounds sampled ahead (rollout.max_staleness)
+    source: SynchronousRounds = field(init=False)  # where rollouts come from (rollout_source)
     # Opened last, once the base evaluation is done (``start_run``):
     scorer: RewardScorer = field(init=False)
     logger: MetricsLogger | SilentLogger = field(init=False)
@@ -554,8 +417,6 @@ def start_run(config: Config, resume: bool) -> Run:
             f"rollout.max_staleness samples beside training: rollout.engine "
             f"{config.rollout.engine!r} samples between steps; use rollout.engine hf-process"
         )
-    if config.rollout.max_staleness and dp.enabled:
-        raise UserError("rollout.max_staleness > 0 runs with one training process for now")
     own_weights = {}
     if getattr(engine_class, "copies_weights", False):
         own_weights["dtype"] = sampling_dtype(config.train.precision)
@@ -613,11 +474,7 @@ def start_run(config: Config, resume: bool) -> Run:
         workers=config.scoring.resolved_workers(),
         timeout=config.scoring.timeout_seconds,
     )
-    if config.rollout.max_staleness:
-        seed = config.train.seed
-        run.prefetched = PrefetchedRounds(
-            engine, run.sampler, prompt_ids, config, lambda draws: group_seeds(seed, draws)
-        )
+    run.source = rollout_source(engine, run.sampler, problems, prompt_ids, config, dp)
     if checkpoints:
         restore_training_state(run, checkpoints[-1])
 
@@ -729,8 +586,7 @@ def restore_training_state(run: Run, checkpoint_dir: Path) -> None:
     run.dp.load_optimizer_state(run.model, run.optimizer, state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     run.sampler.load_state_dict(state["sampler"])
-    if run.prefetched:
-        run.prefetched.load_state_dict(state.get("prefetched", []))
+    run.source.load_state_dict(state.get("prefetched", []))
     set_rng_state(state["rng"])
     run.step = state["step"]
     if "guards" in state:  # checkpoints from before the guards have none
@@ -772,49 +628,24 @@ def train_step(run: Run) -> dict[str, float]:
     pad_id = run.tokenizer.pad_token_id
     before = run.sampler.state_dict(), rng_state()
     scorer = run.scorer.at(run.step)  # rewards with a schedule score by this step's stage
-    ahead: dict[str, float] = {}  # what a round sampled ahead says (rollout_source)
-
-    def first_round() -> ScoredGroups:
-        r = run.prefetched.take(run.step)
-        ahead.update(
-            {
-                "version": r.version,
-                "time/rollout_wait_seconds": r.wait_seconds,
-                "time/sampler_idle_seconds": r.idle_seconds,
-            }
-        )
-        problems = [run.problems[i] for i in r.indices]
-        prompts = [run.prompt_ids[i] for i in r.indices]
-        return score_groups(problems, prompts, r.groups, scorer, r.generation_seconds)
-
     with run.dp.full_weights(run.model):
         try:
-            rollouts, generated, sampling = sample_step(
-                run.engine,
-                run.sampler,
-                run.problems,
-                run.prompt_ids,
-                run.config,
-                scorer,
-                run.dp,
-                first_round if run.prefetched else None,
-            )
+            sampled = sample_step(run.source, run.config, scorer, run.step)
         except EngineUnavailable:
             # nothing of this step is kept: the checkpoint resumes by drawing it again
             run.sampler.load_state_dict(before[0])
             set_rng_state(before[1])
-            if run.prefetched:
-                run.prefetched.drop()  # and the rounds sampled ahead
+            run.source.drop()  # and the rounds sampled ahead
             raise
+        generated = sampled.generated
         lengths = [[c.num_tokens for c in group] for group in generated.groups]
         run.scorer.observe(run.step, lengths, generated.per_reward)  # Laser-D's targets
         batch = None
-        if len(rollouts):
+        if len(sampled.kept):
             batch = build_batch(
-                rollouts, run.model, run.ref_model, pad_id, run.config, run.dp.device, run.dp
+                sampled.kept, run.model, run.ref_model, pad_id, run.config, run.dp.device, run.dp
             )
-            # the engine holds the weights of the last step, or (sampled ahead) older ones
-            batch.policy_version = int(ahead.pop("version", run.step))
+            batch.policy_version = sampled.version  # this step's weights, or (ahead) older
     if batch is not None:
         update = policy_update(
             run.model,
@@ -831,9 +662,7 @@ def train_step(run: Run) -> dict[str, float]:
         update = {**batch.metrics, **update}
     else:
         update = skip_update(run.scheduler, run.config)
-    if run.prefetched:
-        run.prefetched.step_done()
-        ahead["rollout/staleness"] = float(run.step - batch.policy_version) if batch else 0.0
+    run.source.step_done()
     run.step += 1  # the step is taken: a sync that fails now checkpoints it (train())
     if batch is not None:
         sync_engine(run)
@@ -842,9 +671,8 @@ def train_step(run: Run) -> dict[str, float]:
     return {
         **rollout_metrics(generated, scorer),
         **scorer.scheduled_values(),
-        **sampling,
+        **sampled.metrics,
         **update,
-        **ahead,
         "time/step_seconds": seconds,
     }
 
@@ -897,8 +725,7 @@ def roll_back(run: Run) -> None:
     )
     scale_learning_rate(run.optimizer, run.scheduler, run.config.guards.rollback_lr_factor)
     run.guards.rolled_back(run.best["row"] if run.best else None)
-    if run.prefetched:
-        run.prefetched.drop()  # sampled by the weights rolled back from
+    run.source.drop()  # what was sampled ahead, by the weights rolled back from
     sync_engine(run)  # last: if the engine fails, the checkpoint holds the whole rollback
 
 
@@ -931,7 +758,7 @@ def checkpoint(run: Run, name: str | None = None) -> None:
         dp.optimizer_state(run.model, run.optimizer),
     )
     # first: with its engine gone the rounds sampled ahead are dropped and the data rewound
-    prefetched = run.prefetched.state_dict() if run.prefetched else []
+    prefetched = run.source.state_dict()
     if dp.is_main:
         save_checkpoint(
             run.run_dir,

@@ -27,7 +27,7 @@ import torch
 
 from frugalrl.algo import PolicyLossOutput, PolicyObjective, kl_penalized_rewards
 from frugalrl.algo.aggregation import masked_mean
-from frugalrl.algo.importance import importance_weights
+from frugalrl.algo.importance import importance_weights, rollout_log_ratio
 from frugalrl.algo.logprobs import completion_logprobs
 from frugalrl.config import Config
 from frugalrl.errors import UserError
@@ -190,7 +190,9 @@ def rows_to_train(
     return rows
 
 
-IS_STATS = ("is_weight_mean",)
+# the correction's weights as applied (truncated or masked) and the raw token ratios
+# π_old/π_behaviour before that: how far off-policy the batch was (stale or other-engine)
+IS_STATS = ("is_weight_mean", "is_raw_weight_mean")
 # |trainer − engine| log-probs of the sampled tokens (the trainer's under the weights that
 # sampled them): what bf16 sampling, another engine, or stale weights cost in mismatch
 GAP_STATS = ("rollout_logprob_abs_diff",)
@@ -301,6 +303,9 @@ class UpdateStep:
                 r.importance_sampling_clip_max,
             )
             is_stats["is_weight_mean"] = masked_mean(is_weights.expand_as(mask), mask)
+            raw = rollout_log_ratio(old, rollout, mask).exp()
+            is_stats["is_raw_weight_mean"] = masked_mean(raw, mask)
+            is_stats["is_raw_weight_max"] = raw.masked_fill(~mask, 0.0).max().item()
         out = self.objective(
             logp,
             old,
@@ -355,7 +360,7 @@ def policy_update(
     summed = ("loss", "kl", "entropy", *step.objective.stat_names)
     summed += IS_STATS if config.rollout.importance_sampling is not None else ()
     summed += GAP_STATS if reports_logprobs(batch) else ()
-    gap_max = 0.0
+    maxima = {"rollout_logprob_abs_diff_max": 0.0, "is_raw_weight_max": 0.0}
     stats = dict.fromkeys((*summed, "grad_norm", "lr"), 0.0)
     trained_tokens = max(1, int(counts[rows].sum())) if rows else 1
     nonfinite = 0
@@ -378,7 +383,8 @@ def policy_update(
             out, mask, is_stats = step.micro_batch_loss(policy, idx, stated, weights)
             dp.backward(out.loss, last=n == passes)
             share = int(mask.sum()) / trained_tokens  # of the token means logged
-            gap_max = max(gap_max, is_stats.pop("rollout_logprob_abs_diff_max", 0.0))
+            for name in maxima:
+                maxima[name] = max(maxima[name], is_stats.pop(name, 0.0))
             stats["loss"] += out.loss.item()
             for name, value in {
                 "kl": out.kl,
@@ -413,7 +419,10 @@ def policy_update(
     metrics["train/padding_fraction"] = 1 - tokens / positions if positions else 0.0
     metrics["train/nonfinite_updates"] = float(nonfinite)
     if reports_logprobs(batch):
+        gap_max = maxima["rollout_logprob_abs_diff_max"]
         metrics["train/rollout_logprob_abs_diff_max"] = dp.max_float(gap_max)
+    if config.rollout.importance_sampling is not None:
+        metrics["train/is_raw_weight_max"] = dp.max_float(maxima["is_raw_weight_max"])
     return metrics
 
 
