@@ -11,9 +11,9 @@ From the demo's cached SFT base (built as ``frugalrl demo`` builds it if missing
   its own process pinned to core 1 with one thread, the trainer pinned to core 0 with one
   thread, corrected by ``rollout.importance_sampling: token_truncate``.
 
-The table: training steps per second (steps ÷ the summary's ``train_seconds``, evaluation
-excluded), the trainer's idle fraction (waiting for its batch ÷ step time) and the sampler's
-(waiting for work ÷ step time), mean staleness, held-out avg@4 after with its 95% CI, and the
+The table: training steps per second (steps ÷ the steps' own seconds, evaluation excluded),
+the trainer's idle fraction (waiting for its batch ÷ step time) and the sampler's (waiting for
+work ÷ step time; synchronously, the generation's share of the step and the rest), mean staleness, held-out avg@4 after with its 95% CI, and the
 throughput ratio to ``sync``. Goal (issue 20): K = 1 ≥ 1.3× the synchronous throughput with
 accuracy within the synchronous run's CI.
 """
@@ -71,11 +71,15 @@ def figures(out: Path, name: str) -> dict[str, float]:
     def share(key: str) -> float:
         return sum(m.get(key, 0.0) for m in rows) / step_seconds
 
+    # synchronous: one process, the trainer waits while it samples, the sampler while it trains
+    generating = share("time/generation_seconds")
+    asynchronous = "time/rollout_wait_seconds" in rows[0]
+
     final = summary["eval"]["final"]
     return {
         "steps_per_second": len(rows) / step_seconds,
-        "trainer_idle": share("time/rollout_wait_seconds"),
-        "sampler_idle": share("time/sampler_idle_seconds"),
+        "trainer_idle": share("time/rollout_wait_seconds") if asynchronous else generating,
+        "sampler_idle": share("time/sampler_idle_seconds") if asynchronous else 1 - generating,
         "staleness": statistics.mean(m.get("rollout/staleness", 0.0) for m in rows),
         "accuracy": final["accuracy"],
         "ci": final["accuracy_ci95"],

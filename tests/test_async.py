@@ -4,6 +4,7 @@ sampled ahead from weights at most K steps old, exact resume, and a sampler that
 import re
 import shutil
 from importlib.resources import files
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,7 +13,13 @@ from safetensors.torch import load_file
 from frugalrl.config import load_config
 from frugalrl.errors import UserError
 from frugalrl.policy import load_policy
-from frugalrl.rollout import EngineUnavailable, HFEngine, ProcessEngine, SamplingParams
+from frugalrl.rollout import (
+    EngineUnavailable,
+    HFEngine,
+    ProcessEngine,
+    SamplingParams,
+    VLLMServerEngine,
+)
 from frugalrl.train import loop, update
 from frugalrl.train.metrics import read_metrics
 from frugalrl.train.rollout_source import PrefetchedRounds
@@ -62,13 +69,13 @@ def async_config(tiny_overrides, *extra):
 
 def trained_versions(monkeypatch) -> list[tuple[int, int, bool]]:
     """(weights version trained, version that sampled the batch, behaviour log-probs known)
-    of every update."""
+    of every update (one update a step: the n-th trains the weights of n optimizer steps)."""
     seen, real = [], update.policy_update
 
-    def recording(model, ref, opt, sched, batch, *args, policy_version=None, **kwargs):
+    def recording(model, ref, opt, sched, batch, *args, **kwargs):
         known = all(c.logprobs is not None for c in batch.completions)
-        seen.append((policy_version, batch.policy_version, known))
-        return real(model, ref, opt, sched, batch, *args, policy_version=policy_version, **kwargs)
+        seen.append((len(seen), batch.policy_version, known))
+        return real(model, ref, opt, sched, batch, *args, **kwargs)
 
     monkeypatch.setattr(loop, "policy_update", recording)
     return seen
@@ -175,6 +182,11 @@ def test_staleness_needs_an_engine_beside_training_and_a_correction(tiny_overrid
         )
     with pytest.raises(UserError, match="rollout.importance_sampling"):
         load_config(DEMO, [*tiny_overrides, "rollout.max_staleness=1"])
+    several = SimpleNamespace(enabled=True, shard_weights=False, sharding=None)
+    config = async_config(tiny_overrides, "rollout.max_staleness=1")
+    loop.check_engine(config, ProcessEngine, several)  # each process has its own sampler
+    with pytest.raises(UserError, match="trains in one process; with several, use .*hf-process"):
+        loop.check_engine(config, VLLMServerEngine, several)  # one server for all
 
 
 def test_resume_with_dynamic_sampling_kl_in_the_reward_and_lora(tiny_overrides, tmp_path):

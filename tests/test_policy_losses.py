@@ -175,9 +175,10 @@ def test_on_policy_all_losses_have_the_policy_gradient(tiny_model_dir):
         torch.testing.assert_close(grad, grads["ppo_clip"], atol=1e-6, rtol=1e-5, msg=name)
 
 
-def test_a_batch_sampled_by_older_weights_gets_its_old_logprobs_computed(
-    tiny_model_dir, monkeypatch
-):
+def test_old_logprobs_are_computed_only_for_several_passes(tiny_model_dir, monkeypatch):
+    # One pass: the training forward's detached log-probs are π_old under the weights trained,
+    # whoever sampled the batch (async training corrects for that with the IS weights); several
+    # passes must state π_old before the first optimizer step moves the weights.
     calls = []
     real = update.batch_logprobs
 
@@ -187,23 +188,22 @@ def test_a_batch_sampled_by_older_weights_gets_its_old_logprobs_computed(
 
     monkeypatch.setattr(update, "batch_logprobs", counting)
     adv = [1.1, -0.4, 0.8]
-    fresh = make_batch(adv)
-    fresh.policy_version = 3
-    _, on_policy = update_with(tiny_model_dir, fresh, {}, policy_version=3)
-    assert calls == []  # the detached current log-probs stand in for π_old
+    _, fresh = update_with(tiny_model_dir, make_batch(adv), {})
     stale = make_batch(adv)
-    stale.policy_version = 2
-    _, off_policy = update_with(tiny_model_dir, stale, {}, policy_version=3)
+    stale.policy_version = -2  # sampled two optimizer steps before the weights trained
+    _, off_policy = update_with(tiny_model_dir, stale, {})
+    assert calls == []
+    torch.testing.assert_close(off_policy, fresh, atol=0, rtol=0)
+    update_with(tiny_model_dir, make_batch(adv), {"num_iterations": 2})
     assert calls == [1]  # stated before the first step, with the weights being trained
-    torch.testing.assert_close(off_policy, on_policy, atol=1e-6, rtol=1e-5)
     # stated old log-probs are used as given, whatever μ: here they move every ratio off 1
     stated = make_batch(adv)
     g = torch.Generator().manual_seed(3)
     stated.old_logps = {
         i: -torch.rand(c.num_tokens, generator=g) * 3 for i, c in enumerate(stated.completions)
     }
-    metrics, given = update_with(tiny_model_dir, stated, {}, policy_version=0)
-    assert calls == [1] and not torch.allclose(given, on_policy, atol=1e-4)
+    _, given = update_with(tiny_model_dir, stated, {})
+    assert calls == [1] and not torch.allclose(given, fresh, atol=1e-4)
 
 
 # ---------------------------------------------------------------- parameters

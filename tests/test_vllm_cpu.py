@@ -174,7 +174,7 @@ def test_server_refuses_requests_without_the_token(model_dirs):
         engine.close()
 
 
-def recipe(model_dir, task_files, tmp_path, engine: str, steps: int = 2):
+def recipe(model_dir, task_files, tmp_path, engine: str, steps: int = 2, *extra: str):
     train_file, heldout = task_files
     options = ENGINE_OPTIONS if engine == "vllm" else SERVER_OPTIONS
     overrides = [
@@ -195,6 +195,7 @@ def recipe(model_dir, task_files, tmp_path, engine: str, steps: int = 2):
         "optim.lr=1e-3",
         "logging.progress=false",
         "logging.tensorboard=false",
+        *extra,
     ]
     return load_config(str(files("frugalrl").joinpath("recipes", "demo.yaml")), overrides)
 
@@ -213,6 +214,51 @@ def test_train_with_vllm(model_dirs, task_files, tmp_path, engine):
     # vLLM sampled from the trainer's weights: its log-probs are the trainer's
     assert all(r["train/rollout_logprob_abs_diff"] < 1e-3 for r in train_rows)
     assert 0 <= summary["eval"]["final"]["accuracy"] <= 1
+
+
+def test_the_server_samples_ahead_from_the_weights_it_was_queued_under(model_dirs):
+    model, tokenizer = policy(model_dirs, "tied")
+    engine = ROLLOUT_ENGINES.get("vllm-server")(model, tokenizer, **SERVER_OPTIONS)
+    try:
+        same = engine.generate(prompts(tokenizer), 3, PARAMS, seeds=SEEDS)
+        queued = engine.submit(prompts(tokenizer), 3, PARAMS, seeds=SEEDS)
+        optimizer_step(model, tokenizer)
+        engine.sync()  # waits for the queued generation: it samples the weights before
+        after = engine.submit(prompts(tokenizer), 3, PARAMS, seeds=SEEDS)
+        old, new = engine.result(queued), engine.result(after)
+        assert new.version == old.version + 1
+        assert tokens(old.groups) == tokens(same) != tokens(new.groups)
+        assert logprob_gap(engine, model, tokenizer) <= 1e-4  # the new weights are in
+    finally:
+        engine.close()
+
+
+def tokens(groups):
+    return [[c.token_ids for c in g] for g in groups]
+
+
+def test_train_sampling_ahead_on_the_server(model_dirs, task_files, tmp_path):
+    from frugalrl.train.loop import train
+
+    config = recipe(
+        model_dirs["tied"],
+        task_files,
+        tmp_path,
+        "vllm-server",
+        4,
+        "rollout.max_staleness=1",
+        "algo.entropy_coef=0.05",  # the untrained policy earns no reward: this moves it
+    )
+    config.eval.before = config.eval.after = False
+    assert train(config)["steps"] == 4
+    rows = [json.loads(line) for line in (tmp_path / "vllm-server" / "metrics.jsonl").open()]
+    assert [r["rollout/staleness"] for r in rows] == [0, 1, 1, 1]
+    # the trainer computes π_old under its current weights: a one-step-old sampler's tokens
+    # differ from it by more than the engine's rounding, which the fresh first batch shows
+    fresh, stale = rows[0], rows[1:]
+    assert fresh["train/rollout_logprob_abs_diff"] < 1e-3
+    assert all(r["train/rollout_logprob_abs_diff"] > 1e-3 for r in stale)
+    assert all("time/sampler_idle_seconds" in r for r in rows)
 
 
 def test_a_server_that_dies_mid_run_checkpoints_and_resumes(

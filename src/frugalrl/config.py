@@ -140,7 +140,8 @@ class RolloutConfig(_Section):
         description="Sample up to K steps ahead, beside training, from weights at most K steps "
         "old (verl's one-step-off-policy is 1); 0: sample each step's batch from the latest "
         "weights, between steps. K > 0 needs an engine that samples beside training "
-        "(hf-process) and rollout.importance_sampling. docs/algorithms.md#asynchronous-training.",
+        "(hf-process, or vllm-server with one training process) and "
+        "rollout.importance_sampling. docs/algorithms.md#asynchronous-training.",
     )
 
     @model_validator(mode="after")

@@ -71,6 +71,38 @@ class RolloutEngine(Protocol):
         ...
 
 
+@dataclass
+class Generated:
+    """A generation queued with ``submit``: its groups, the weight version that sampled them
+    (the number of syncs the engine had applied), the seconds it took, and how long the
+    sampler waited for work before it."""
+
+    groups: list[list[Completion]]
+    version: int
+    seconds: float
+    idle_seconds: float
+
+
+class SamplesAhead(RolloutEngine, Protocol):
+    """An engine that samples beside training (``rollout.max_staleness``): generations queued
+    with ``submit`` run in order, one at a time, each from the weights of the last ``sync``
+    before it was queued, while the caller goes on."""
+
+    def submit(
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        n: int,
+        params: SamplingParams,
+        seeds: Sequence[int] | None = None,
+    ) -> int:
+        """Queue a generation (``generate``'s arguments); its id, for ``result``."""
+        ...
+
+    def result(self, request: int) -> Generated:
+        """The generation ``request``, waiting for it (``EngineUnavailable`` if it failed)."""
+        ...
+
+
 ROLLOUT_ENGINES: Registry[type] = Registry("rollout engine")
 
 

@@ -33,7 +33,13 @@ import torch
 import torch.multiprocessing as mp
 
 from frugalrl.errors import UserError
-from frugalrl.rollout.base import ROLLOUT_ENGINES, Completion, EngineUnavailable, SamplingParams
+from frugalrl.rollout.base import (
+    ROLLOUT_ENGINES,
+    Completion,
+    EngineUnavailable,
+    Generated,
+    SamplingParams,
+)
 from frugalrl.rollout.hf import HFEngine
 from frugalrl.rollout.vllm_llm import options_of
 from frugalrl.rollout.vllm_weights import base_model, merged_weights
@@ -57,17 +63,6 @@ class ProcessEngineOptions:
         if opts.threads < 1 or opts.timeout_seconds <= 0:
             raise UserError("rollout.engine_options: threads and timeout_seconds must be > 0")
         return opts
-
-
-@dataclass
-class Generated:
-    """A generation's groups, the weight version that sampled them, and the seconds the
-    sampling process spent on it and waiting for work before it."""
-
-    groups: list[list[Completion]]
-    version: int
-    seconds: float
-    idle_seconds: float
 
 
 def _child(commands, results, config, staging, tokenizer, batch_size, opts) -> None:

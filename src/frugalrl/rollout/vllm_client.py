@@ -7,14 +7,24 @@ may live in a virtual environment of its own) and stops it when training ends.
 
 After every optimizer step ``sync`` sends the policy's weights (LoRA merged) through vLLM's
 weight-transfer routes, the tensors over a gloo group (``rollout/gloo_transfer.py``); only the
-main training process sends. A server that dies, refuses or hangs past ``timeout_seconds``
+main training process sends.
+
+Sampling ahead (``rollout.max_staleness``): ``submit`` queues a generation on a thread that
+posts one request at a time, in order, and returns at once; ``result`` waits for it. ``sync``
+first waits for the generations queued before it, so each samples from the weights it was
+queued under (its ``version``), then sends the new ones while the trainer waits: the server
+samples the next batch during the update and receives weights between batches, as verl's
+one-step-off-policy does. One training process only: under data parallelism another
+process's queued generation could run while the main one sends weights. A server that dies, refuses or hangs past ``timeout_seconds``
 raises ``EngineUnavailable``: the loop saves a checkpoint and stops with that one line.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import http.client
+import itertools
 import json
 import os
 import secrets
@@ -35,7 +45,13 @@ from typing import Any
 import torch
 
 from frugalrl.errors import UserError
-from frugalrl.rollout.base import ROLLOUT_ENGINES, Completion, EngineUnavailable, SamplingParams
+from frugalrl.rollout.base import (
+    ROLLOUT_ENGINES,
+    Completion,
+    EngineUnavailable,
+    Generated,
+    SamplingParams,
+)
 from frugalrl.rollout.gloo_transfer import (
     SENDER,
     WeightsMetadata,
@@ -204,6 +220,7 @@ class VLLMServerEngine:
     """Sampling on a vLLM server holding the policy's current weights (module docstring)."""
 
     copies_weights = True  # vLLM holds its own copy, refreshed by sync (not under FSDP/ZeRO-3)
+    samples_ahead_for_one_process = True  # submit: see the module docstring
 
     def __init__(
         self,
@@ -220,6 +237,11 @@ class VLLMServerEngine:
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         self.rank, world = training_rank()
         self.server: LocalServer | None = None
+        # generations queued ahead (submit): one request at a time, in order
+        self.queue = concurrent.futures.ThreadPoolExecutor(1, "vllm-server-ahead")
+        self.requests = itertools.count()
+        self.pending: dict[int, concurrent.futures.Future[Generated]] = {}
+        self.free_since = time.perf_counter()  # when the queue last ran dry
         if self.opts.url is None:
             if world > 1:
                 raise UserError(
@@ -279,7 +301,9 @@ class VLLMServerEngine:
         return group
 
     def sync(self) -> None:
-        """Send the policy's current weights (main training process only)."""
+        """Send the policy's current weights (main training process only), once the
+        generations queued before have sampled from the previous ones."""
+        concurrent.futures.wait(list(self.pending.values()))
         if self.group is None:
             return
         self.weight_version += 1
@@ -327,8 +351,36 @@ class VLLMServerEngine:
             for group in reply["groups"]
         ]
 
+    def submit(
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        n: int,
+        params: SamplingParams,
+        seeds: Sequence[int] | None = None,
+    ) -> int:
+        """Queue a generation beside training (module docstring); its id, for ``result``."""
+        request = next(self.requests)
+        args = ([list(p) for p in prompt_ids], n, params, None if seeds is None else list(seeds))
+        self.pending[request] = self.queue.submit(self._queued_generation, *args)
+        return request
+
+    def _queued_generation(self, *args) -> Generated:
+        start = time.perf_counter()
+        idle = start - self.free_since  # waiting for work since the last generation ended
+        version = self.weight_version  # sync waits for this generation before changing it
+        try:
+            groups = self.generate(*args)
+        finally:
+            self.free_since = time.perf_counter()
+        return Generated(groups, version, self.free_since - start, idle)
+
+    def result(self, request: int) -> Generated:
+        """The generation ``request``, waiting for it."""
+        return self.pending.pop(request).result()
+
     def close(self) -> None:
         """Stop a server this engine started (a server given by url keeps running)."""
+        self.queue.shutdown(wait=False, cancel_futures=True)
         if self.server is not None:
             self.server.stop()
 

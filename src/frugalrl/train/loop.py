@@ -407,16 +407,7 @@ def start_run(config: Config, resume: bool) -> Run:
     config = runnable_config(config, model, dp)
     model = dp.prepare(model)  # sharded (FSDP) when launched so, else as it is
     engine_class = ROLLOUT_ENGINES.get(config.rollout.engine)
-    if dp.shard_weights and getattr(engine_class, "copies_weights", False):
-        raise UserError(
-            f"rollout.engine {config.rollout.engine!r} copies the policy's weights after each "
-            f"step, which {dp.sharding} shards across processes: use DDP (or rollout.engine hf)"
-        )
-    if config.rollout.max_staleness and not hasattr(engine_class, "submit"):
-        raise UserError(
-            f"rollout.max_staleness samples beside training: rollout.engine "
-            f"{config.rollout.engine!r} samples between steps; use rollout.engine hf-process"
-        )
+    check_engine(config, engine_class, dp)
     own_weights = {}
     if getattr(engine_class, "copies_weights", False):
         own_weights["dtype"] = sampling_dtype(config.train.precision)
@@ -498,6 +489,30 @@ def start_run(config: Config, resume: bool) -> Run:
         disable=not (config.logging.progress and dp.is_main),
     )
     return run
+
+
+def check_engine(config: Config, engine_class: type, dp: DataParallel) -> None:
+    """Refuse, before it starts, an engine that cannot serve this run's layout."""
+    name = config.rollout.engine
+    if dp.shard_weights and getattr(engine_class, "copies_weights", False):
+        raise UserError(
+            f"rollout.engine {name!r} copies the policy's weights after each step, which "
+            f"{dp.sharding} shards across processes: use DDP (or rollout.engine hf)"
+        )
+    if config.rollout.max_staleness and not hasattr(engine_class, "submit"):
+        raise UserError(
+            f"rollout.max_staleness samples beside training: rollout.engine {name!r} samples "
+            "between steps; use rollout.engine hf-process or vllm-server"
+        )
+    if (
+        config.rollout.max_staleness
+        and dp.enabled
+        and getattr(engine_class, "samples_ahead_for_one_process", False)
+    ):
+        raise UserError(
+            f"rollout.max_staleness with rollout.engine {name!r} trains in one process; with "
+            "several, use rollout.engine hf-process"
+        )
 
 
 def load_models(config: Config, checkpoint_dir: Path | None, dp: DataParallel):
@@ -657,7 +672,6 @@ def train_step(run: Run) -> dict[str, float]:
             run.config,
             run.dp.device,
             run.dp,
-            policy_version=run.step,
         )
         update = {**batch.metrics, **update}
     else:

@@ -58,8 +58,8 @@ class RolloutBatch:
     # update instead of a second forward pass; None: the update computes what it needs.
     old_logps: RowLogprobs | None = None
     ref_logps: RowLogprobs | None = None
-    # The version of the weights that sampled the batch (the trainer's step count then). The
-    # update takes the detached current log-probs for π_old only when it trains that version.
+    # The version of the weights that sampled the batch (the trainer's step count then): older
+    # than the weights trained when sampled ahead (rollout.max_staleness)
     policy_version: int = 0
 
     def token_counts(self) -> torch.Tensor:
@@ -203,12 +203,13 @@ def reports_logprobs(batch: RolloutBatch) -> bool:
     return all(c.logprobs is not None for c in batch.completions)
 
 
-def needs_old_logprobs(batch: RolloutBatch, policy_version: int, num_iterations: int) -> bool:
-    """Whether π_old must be computed: the current weights stand in for it (detached) only when
-    they sampled the batch and it is used for one pass. A batch sampled by older weights (async
-    training) is trained against the current weights as proximal policy, its behaviour
-    log-probs entering through the importance-sampling correction."""
-    return num_iterations > 1 or batch.policy_version != policy_version
+def needs_old_logprobs(num_iterations: int) -> bool:
+    """Whether π_old must be computed before the update. With one pass, the training forward's
+    own log-probs, detached, are π_old: the current weights, which are the proximal policy also
+    when older weights sampled the batch (async training); the behaviour policy then enters
+    through the importance-sampling weights, computed from those same detached log-probs.
+    So one pass costs no extra forward, with or without the correction."""
+    return num_iterations > 1
 
 
 def _rollout_logprobs(
@@ -246,16 +247,14 @@ class UpdateStep:
     layout: Layout = "padded"
 
     def stated_logprobs(
-        self, model, ref_model, rows: Sequence[int], version: int
+        self, model, ref_model, rows: Sequence[int]
     ) -> StatedLogprobs:
         """π_old (when the current weights cannot stand in for it), the engine's log-probs and
         the reference's, for ``rows``; with the KL in the reward the loss has β = 0 and the
         reference log-probs only feed train/kl."""
         b, r, a = self.batch, self.config.rollout, self.config.algo
         old = b.old_logps
-        if old is None and (
-            needs_old_logprobs(b, version, a.num_iterations) or r.importance_sampling is not None
-        ):  # importance sampling compares the trainer's π_old with the engine's
+        if old is None and needs_old_logprobs(a.num_iterations):
             with self.dp.full_weights(model):
                 old = batch_logprobs(model, b, rows, self.pad_id, self.config, self.device)
         rollout = None
@@ -329,14 +328,11 @@ def policy_update(
     config: Config,
     device,
     dp: DataParallel | None = None,
-    *,
-    policy_version: int | None = None,
 ) -> dict[str, float]:
     """μ optimizer steps on one batch; returns the loss statistics (token means over the
     completions trained on, averaged over the μ steps).
 
-    ``policy_version``: the version of the weights being trained (None: the batch's own, i.e.
-    these weights sampled it). Data-parallel (``dp``): every process holds the same batch; each
+    Data-parallel (``dp``): every process holds the same batch; each
     trains on its share of the completions (balanced by tokens), the loss weights and token
     shares stay those of the whole batch, and gradients and statistics are summed over
     processes, so each process steps with the batch gradient of one process."""
@@ -344,7 +340,6 @@ def policy_update(
     dp = dp or DataParallel(device=device)
     layout = layout_of(model, config)
     step = UpdateStep(batch, policy_objective(config), pad_id, config, device, dp, layout)
-    version = batch.policy_version if policy_version is None else policy_version
     rows = rows_to_train(batch, step.objective, config.train.skip_zero_advantage)
     mine = rows
     if dp.enabled:
@@ -355,7 +350,7 @@ def policy_update(
     plan = micro_batches_of(batch, mine, config, layout)
     counts = batch.token_counts()
     weights = step.objective.sequence_weights(_length_mask(counts)).to(device)
-    stated = step.stated_logprobs(model, ref_model, mine, version)
+    stated = step.stated_logprobs(model, ref_model, mine)
     # Every key from the start: the processes sum them key by key.
     summed = ("loss", "kl", "entropy", *step.objective.stat_names)
     summed += IS_STATS if config.rollout.importance_sampling is not None else ()
