@@ -34,18 +34,20 @@ from curated_mix_demo import ensure_base
 from frugalrl.train.metrics import read_metrics
 
 FRUGALRL = str(Path(sys.executable).with_name("frugalrl"))
+ASYNC = [
+    "rollout.max_staleness=1",
+    "rollout.engine=hf-process",
+    "rollout.importance_sampling=token_truncate",
+]
 RUNS = {
     "sync": (["train.threads=2"], None),
+    # one core each: neither waits for the other's threads
     "async-k1": (
-        [
-            "train.threads=1",
-            "rollout.max_staleness=1",
-            "rollout.engine=hf-process",
-            'rollout.engine_options={"threads": 1, "cpu_cores": [1]}',
-            "rollout.importance_sampling=token_truncate",
-        ],
+        [*ASYNC, "train.threads=1", 'rollout.engine_options={"threads": 1, "cpu_cores": [1]}'],
         {0},
     ),
+    # the trainer on both cores, the sampler's one thread wherever the kernel puts it
+    "async-k1-shared": ([*ASYNC, "train.threads=2", 'rollout.engine_options={"threads": 1}'], None),
 }
 
 
@@ -87,15 +89,56 @@ def figures(out: Path, name: str) -> dict[str, float]:
     }
 
 
+# Phase times measured elsewhere (benchmarks/README.md), for the 4-GPU estimate: seconds per
+# synchronous step generating and training the whole batch on one GPU.
+GPU_PHASES = {
+    # one H200, Qwen2-0.5B shape, 16 x 8 completions of 128 tokens, hf engine, bf16 mixed
+    # precision (mfu.py --precision bf16)
+    "H200 0.5B, hf sampler": (3.74, 0.81),
+    # the same, generation at the 2.2x of vllm-server over hf measured on the 28M and 0.5B
+    # models (engines.py, CPU): what a vLLM sampler would leave of it
+    "H200 0.5B, vLLM at 2.2x hf": (3.74 / 2.2, 0.81),
+}
+# Sending 494M parameters to a vllm-server over gloo, per step (engines.py, 0.5B: server
+# minus colocated step time on the CPU); a GPU's NCCL transfer is faster: an upper bound.
+WEIGHT_SYNC_SECONDS = 0.31
+TRAINING_GPUS = 3  # open-rs's layout: three training GPUs, one vLLM GPU
+
+
+def open_rs_estimate(measured: dict[str, tuple[float, float]]) -> str:
+    """An estimate, not a measurement: the 4-GPU open-rs layout (one vLLM-server GPU, three
+    training GPUs) from one GPU's phase times. Training is split over the three GPUs (taken
+    as ideal data parallelism: an optimistic assumption, which only lowers the gain).
+    Synchronously a step is generate + train + send weights; with K = 1 the server generates
+    batch t + 1 while batch t trains, so a step is the longer of the two plus the transfer
+    (the server takes weights between batches)."""
+    lines = [
+        f"| phase times from | generate (s) | train on {TRAINING_GPUS} GPUs (s) | sync step (s) "
+        "| K = 1 step (s) | estimated speed-up |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for source, (gen, one_gpu_train) in measured.items():
+        train = one_gpu_train / TRAINING_GPUS
+        sync = gen + train + WEIGHT_SYNC_SECONDS
+        ahead = max(gen, train) + WEIGHT_SYNC_SECONDS
+        lines.append(
+            f"| {source} | {gen:.2f} | {train:.2f} | {sync:.2f} | {ahead:.2f} "
+            f"| {sync / ahead:.2f}× |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demo-dir", default="runs/frontier", help="demo directory (data, base)")
     parser.add_argument("--steps", type=int, help="train.steps (default: the demo's 100)")
+    parser.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS))
     args = parser.parse_args()
     out = Path(args.demo_dir).resolve()
     ensure_base(out)
-    walls = {name: run_demo(out, name, args.steps) for name in RUNS}
-    got = {name: figures(out, name) for name in RUNS}
+    names = ["sync", *(n for n in args.runs if n != "sync")]  # the baseline, always
+    walls = {name: run_demo(out, name, args.steps) for name in names}
+    got = {name: figures(out, name) for name in names}
     sync = got["sync"]["steps_per_second"]
     lines = [
         "| run | steps/s | vs sync | trainer idle | sampler idle | staleness | base % "
@@ -111,8 +154,9 @@ def main() -> None:
             f"| {walls[name] / 60:.1f} |"
         )
     table = "\n".join(lines)
-    (out / "async_step.md").write_text(table + "\n")
-    print(table)
+    estimate = open_rs_estimate(GPU_PHASES)
+    (out / "async_step.md").write_text(f"{table}\n\n{estimate}\n")
+    print(table, "", "Estimate, 4-GPU open-rs layout (not measured):", estimate, sep="\n")
 
 
 if __name__ == "__main__":

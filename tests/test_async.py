@@ -243,3 +243,32 @@ def test_a_rollback_drops_the_rounds_sampled_ahead(tiny_overrides):
     # queued: for steps 1 and 2 at step 1; for 3 at step 2 (dropped); for 3 (the same
     # prompts, drawn again) and 4 at step 3; for 5 at step 4
     assert len(drawn) == 6 and drawn[3] == drawn[2] and drawn[4] != drawn[2]
+
+
+def test_the_sampler_computes_the_reference_log_probs_beside_training(tiny_overrides, monkeypatch):
+    # β > 0 (the demo's 0.04): the KL's reference log-probs come with the samples, computed in
+    # the sampling process as the trainer computes them; the trainer runs no reference forward
+    config = async_config(tiny_overrides, "rollout.max_staleness=1", "train.steps=2")
+    assert config.algo.beta > 0
+    forwards, updates = [], []
+    real_logprobs, real_update = update.batch_logprobs, update.policy_update
+
+    def counting(model, *args, **kwargs):
+        forwards.append(model)
+        return real_logprobs(model, *args, **kwargs)
+
+    def recording(model, ref, opt, sched, batch, pad_id, *args, **kwargs):
+        updates.append((ref, batch, pad_id))
+        return real_update(model, ref, opt, sched, batch, pad_id, *args, **kwargs)
+
+    monkeypatch.setattr(update, "batch_logprobs", counting)
+    monkeypatch.setattr(loop, "policy_update", recording)
+    loop.train(config)
+    assert forwards == [] and len(updates) == 2
+    for ref_model, batch, pad_id in updates:
+        rows = range(len(batch.completions))
+        trainer = real_logprobs(ref_model, batch, rows, pad_id, config, torch.device("cpu"))
+        for i in rows:
+            sampler = torch.tensor(batch.completions[i].ref_logprobs)
+            torch.testing.assert_close(sampler, trainer[i], atol=1e-5, rtol=0)
+            assert batch.ref_logps[i] is not None

@@ -152,3 +152,28 @@ def test_packing_benchmark_pads_less_for_the_same_gradient(tmp_path):
     assert packed["micro_batches"] <= padded["micro_batches"]
     assert packed["grad_norm"] > 0 and packed["grad_norm_relative_gap"] <= 1e-5
     assert padded["speedup"] == 1.0
+
+
+def test_async_step_estimate_and_figures(tmp_path):
+    bench = load_benchmark("async_step")
+    table = bench.open_rs_estimate({"x": (3.0, 6.0)}).splitlines()
+    # training split over 3 GPUs: 2 s; synchronous 3 + 2 + sync; ahead max(3, 2) + sync
+    assert bench.TRAINING_GPUS == 3
+    w = bench.WEIGHT_SYNC_SECONDS
+    speedup = (5 + w) / (3 + w)
+    assert table[2] == f"| x | 3.00 | 2.00 | {5 + w:.2f} | {3 + w:.2f} | {speedup:.2f}× |"
+    run = tmp_path / "async"
+    run.mkdir()
+    rows = [
+        {"step": s, "time/step_seconds": 2.0, "time/generation_seconds": 1.5,
+         "time/rollout_wait_seconds": 0.5, "time/sampler_idle_seconds": 0.25,
+         "rollout/staleness": float(s > 1)}
+        for s in (1, 2)
+    ]  # fmt: skip
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    final = {"accuracy": 0.7, "accuracy_ci95": [0.6, 0.8]}
+    summary = {"eval": {"base": {"accuracy": 0.4}, "final": final}}
+    (run / "summary.json").write_text(json.dumps(summary))
+    got = bench.figures(tmp_path, "async")
+    assert got["steps_per_second"] == 0.5 and got["staleness"] == 0.5
+    assert got["trainer_idle"] == 0.25 and got["sampler_idle"] == 0.125

@@ -5,6 +5,7 @@ from frugalrl.rollout.base import (
     AutocastSampling,
     Completion,
     EngineUnavailable,
+    ReferenceScorer,
     RolloutEngine,
     SamplingParams,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "EngineUnavailable",
     "HFEngine",
     "ProcessEngine",
+    "ReferenceScorer",
     "RolloutEngine",
     "SamplingParams",
     "VLLMEngine",

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 from frugalrl.errors import UserError
 from frugalrl.precision import Precision, autocast
@@ -33,6 +33,9 @@ class Completion:
     # log-prob of each token under the distribution the engine sampled it from (after
     # temperature and top-p), for the importance-sampling correction; None if not reported
     logprobs: tuple[float, ...] | None = None
+    # log-prob of each token under the reference policy, when the engine computed them beside
+    # training (``ReferenceScorer``); None: the trainer computes them if the KL needs them
+    ref_logprobs: tuple[float, ...] | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -101,6 +104,29 @@ class SamplesAhead(RolloutEngine, Protocol):
     def result(self, request: int) -> Generated:
         """The generation ``request``, waiting for it (``EngineUnavailable`` if it failed)."""
         ...
+
+
+@dataclass
+class ReferenceScorer:
+    """The frozen reference policy, on the sampler's side: an engine that samples beside
+    training (``scores_reference``) reports each completion's token log-probs under it
+    (``Completion.ref_logprobs``), so the trainer's step has one forward pass fewer. The
+    reference never changes, so they are the same whatever weights sampled the batch.
+
+    ``logprobs(model, prompt_ids, groups)``: per group, per completion, the token log-probs,
+    computed exactly as the trainer computes them (the trainer supplies it)."""
+
+    model: Any
+    logprobs: Callable[[Any, list[list[int]], list[list[Completion]]], list[list[tuple]]]
+
+    def __call__(
+        self, prompt_ids: list[list[int]], groups: list[list[Completion]]
+    ) -> list[list[Completion]]:
+        scored = self.logprobs(self.model, prompt_ids, groups)
+        return [
+            [replace(c, ref_logprobs=lp) for c, lp in zip(group, lps, strict=True)]
+            for group, lps in zip(groups, scored, strict=True)
+        ]
 
 
 ROLLOUT_ENGINES: Registry[type] = Registry("rollout engine")

@@ -38,6 +38,7 @@ from frugalrl.rollout.base import (
     Completion,
     EngineUnavailable,
     Generated,
+    ReferenceScorer,
     SamplingParams,
 )
 from frugalrl.rollout.hf import HFEngine
@@ -65,8 +66,9 @@ class ProcessEngineOptions:
         return opts
 
 
-def _child(commands, results, config, staging, tokenizer, batch_size, opts) -> None:
-    """The sampling process: its own model, loaded from ``staging`` on each ``load``."""
+def _child(commands, results, config, staging, tokenizer, batch_size, opts, reference) -> None:
+    """The sampling process: its own model, loaded from ``staging`` on each ``load``; each
+    generation scored by the ``reference`` (a ``ReferenceScorer``) when there is one."""
     # Ctrl-C reaches the whole process group: the trainer finishes its step, saves the rounds
     # queued here (so it waits for them), then closes this process
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -81,10 +83,11 @@ def _child(commands, results, config, staging, tokenizer, batch_size, opts) -> N
         params = dict(model.named_parameters())
         engine = HFEngine(model, tokenizer, batch_size=batch_size)
         version = -1
+        idle = 0.0  # waiting for commands since the last generation (a load's wait included)
         waited = time.perf_counter()
         while True:
             command, *args = commands.get()
-            idle = time.perf_counter() - waited
+            idle += time.perf_counter() - waited
             if command == "close":
                 return
             if command == "load":
@@ -97,8 +100,11 @@ def _child(commands, results, config, staging, tokenizer, batch_size, opts) -> N
                 request, prompt_ids, n, sampling, seeds = args
                 t0 = time.perf_counter()
                 groups = engine.generate(prompt_ids, n, sampling, seeds=seeds)
+                if reference is not None:
+                    groups = reference(prompt_ids, groups)
                 seconds = time.perf_counter() - t0
                 results.put(("generated", request, Generated(groups, version, seconds, idle)))
+                idle = 0.0
             waited = time.perf_counter()
     except Exception:  # the parent reports it in one line and checkpoints
         line = traceback.format_exc().strip().splitlines()[-1]
@@ -111,6 +117,7 @@ class ProcessEngine:
     policy is refused (one GPU shared by two processes wants vLLM's sleep mode instead)."""
 
     copies_weights = True  # the child holds its own copy, refreshed by sync
+    scores_reference = True  # reference=: the child reports reference log-probs too
 
     def __init__(
         self,
@@ -118,6 +125,7 @@ class ProcessEngine:
         tokenizer,
         batch_size: int = 256,
         dtype: torch.dtype | None = None,
+        reference: ReferenceScorer | None = None,
         **engine_options: Any,
     ) -> None:
         self.opts = ProcessEngineOptions.from_options(engine_options)
@@ -142,6 +150,7 @@ class ProcessEngine:
                 tokenizer,
                 batch_size,
                 self.opts,
+                reference,  # its frozen weights travel in shared memory, not copied
             ),
             daemon=True,
         )

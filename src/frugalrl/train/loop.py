@@ -26,6 +26,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,7 @@ from frugalrl.rollout import (
     ROLLOUT_ENGINES,
     AutocastSampling,
     EngineUnavailable,
+    ReferenceScorer,
 )
 from frugalrl.run_layout import FINAL, checkpoint_dir
 from frugalrl.train.checkpoint import (
@@ -66,7 +68,14 @@ from frugalrl.train.interrupt import GracefulStop
 from frugalrl.train.metrics import MetricsLogger
 from frugalrl.train.rollout_source import ScoredGroups, SynchronousRounds, rollout_source
 from frugalrl.train.schedule import lr_multiplier
-from frugalrl.train.update import RolloutBatch, fold_kl_into_rewards, policy_update, skip_update
+from frugalrl.train.update import (
+    RolloutBatch,
+    engine_reference_logprobs,
+    fold_kl_into_rewards,
+    policy_update,
+    reference_logprobs,
+    skip_update,
+)
 
 
 def rollout_metrics(rollouts: ScoredGroups, scorer) -> dict[str, float]:
@@ -195,6 +204,7 @@ def build_batch(
     finished = torch.tensor([c.finished for c in completions], dtype=torch.bool)
     in_loss = scored & (finished | (not a.mask_truncated))
     batch = RolloutBatch(prompts, completions, torch.zeros(len(completions)), in_loss)
+    batch.ref_logps = engine_reference_logprobs(batch, device)  # sampled ahead, if reported
     if a.reward_beta > 0:
         rewards = fold_kl_into_rewards(batch, rewards, model, ref_model, pad_id, config, device, dp)
     batch.advantages = group_advantages(a.advantage, rewards, **a.estimator_params).flatten()
@@ -408,14 +418,11 @@ def start_run(config: Config, resume: bool) -> Run:
     model = dp.prepare(model)  # sharded (FSDP) when launched so, else as it is
     engine_class = ROLLOUT_ENGINES.get(config.rollout.engine)
     check_engine(config, engine_class, dp)
-    own_weights = {}
-    if getattr(engine_class, "copies_weights", False):
-        own_weights["dtype"] = sampling_dtype(config.train.precision)
     engine = engine_class(
         model,
         tokenizer,
         batch_size=config.rollout.batch_size,
-        **own_weights,
+        **engine_extras(config, engine_class, ref_model, tokenizer),
         **config.rollout.engine_options,
     )
     if config.train.precision != "fp32":
@@ -513,6 +520,19 @@ def check_engine(config: Config, engine_class: type, dp: DataParallel) -> None:
             f"rollout.max_staleness with rollout.engine {name!r} trains in one process; with "
             "several, use rollout.engine hf-process"
         )
+
+
+def engine_extras(config: Config, engine_class: type, ref_model, tokenizer) -> dict[str, Any]:
+    """What an engine takes beyond the policy: the dtype of its own copy of the weights, and,
+    sampling ahead, the reference to score its samples with beside training."""
+    extras: dict[str, Any] = {}
+    if getattr(engine_class, "copies_weights", False):
+        extras["dtype"] = sampling_dtype(config.train.precision)
+    ahead = config.rollout.max_staleness and getattr(engine_class, "scores_reference", False)
+    if ahead and ref_model is not None:
+        logprobs = partial(reference_logprobs, pad_id=tokenizer.pad_token_id, config=config)
+        extras["reference"] = ReferenceScorer(ref_model, logprobs)
+    return extras
 
 
 def load_models(config: Config, checkpoint_dir: Path | None, dp: DataParallel):

@@ -109,6 +109,27 @@ def batch_logprobs(
     return out
 
 
+def reference_logprobs(
+    model, prompt_ids: list[list[int]], groups: list[list[Completion]], *, pad_id: int, config
+) -> list[list[tuple[float, ...]]]:
+    """Each completion's token log-probs under the frozen ``model``, computed as the update
+    computes them: the sampler's side of ``rollout.ReferenceScorer``."""
+    completions = [c for group in groups for c in group]
+    prompts = [list(p) for p, group in zip(prompt_ids, groups, strict=True) for _ in group]
+    n = len(completions)
+    batch = RolloutBatch(prompts, completions, torch.zeros(n), torch.ones(n, dtype=torch.bool))
+    rows = batch_logprobs(model, batch, range(n), pad_id, config, torch.device("cpu"))
+    flat = iter(tuple(rows[i].tolist()) for i in range(n))
+    return [[next(flat) for _ in group] for group in groups]
+
+
+def engine_reference_logprobs(batch: RolloutBatch, device) -> RowLogprobs | None:
+    """The reference log-probs the engine reported with every completion, or None."""
+    if not batch.completions or any(c.ref_logprobs is None for c in batch.completions):
+        return None
+    return {i: torch.tensor(c.ref_logprobs, device=device) for i, c in enumerate(batch.completions)}
+
+
 def fold_kl_into_rewards(
     batch: RolloutBatch,
     rewards: torch.Tensor,
@@ -129,7 +150,9 @@ def fold_kl_into_rewards(
     idx = list(range(len(batch.completions)))
     mine = dp.share(idx)
     policy = _gathered(dp, batch_logprobs(model, batch, mine, pad_id, config, device), device)
-    ref = _gathered(dp, batch_logprobs(ref_model, batch, mine, pad_id, config, device), device)
+    ref = batch.ref_logps
+    if ref is None:
+        ref = _gathered(dp, batch_logprobs(ref_model, batch, mine, pad_id, config, device), device)
     mask = _length_mask(torch.tensor([c.num_tokens for c in batch.completions], device=device))
     width = mask.shape[1]
     flat = kl_penalized_rewards(
@@ -246,9 +269,7 @@ class UpdateStep:
     dp: DataParallel
     layout: Layout = "padded"
 
-    def stated_logprobs(
-        self, model, ref_model, rows: Sequence[int]
-    ) -> StatedLogprobs:
+    def stated_logprobs(self, model, ref_model, rows: Sequence[int]) -> StatedLogprobs:
         """π_old (when the current weights cannot stand in for it), the engine's log-probs and
         the reference's, for ``rows``; with the KL in the reward the loss has β = 0 and the
         reference log-probs only feed train/kl."""
