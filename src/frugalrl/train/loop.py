@@ -404,29 +404,10 @@ def start_run(config: Config, resume: bool) -> Run:
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     torch.manual_seed(config.train.seed)  # same on every process: same LoRA initialisation
-    problems = load_problems(
-        config.data.path,
-        problem_field=config.data.problem_field,
-        answer_field=config.data.answer_field,
-        split=config.data.split,
-        limit=config.data.limit,
-    )
-    if (targets := config.data.length_targets) is not None:
-        problems = with_length_targets(problems, **targets.model_dump())
+    problems = training_problems(config)
     model, ref_model, tokenizer = load_models(config, checkpoints[-1] if checkpoints else None, dp)
     config = runnable_config(config, model, dp)
     model = dp.prepare(model)  # sharded (FSDP) when launched so, else as it is
-    engine_class = ROLLOUT_ENGINES.get(config.rollout.engine)
-    check_engine(config, engine_class, dp)
-    engine = engine_class(
-        model,
-        tokenizer,
-        batch_size=config.rollout.batch_size,
-        **engine_extras(config, engine_class, ref_model, tokenizer),
-        **config.rollout.engine_options,
-    )
-    if config.train.precision != "fp32":
-        engine = AutocastSampling(engine, config.train.precision, dp.device)
     problems, prompt_ids = fitting_prompts(problems, tokenizer, config)
     eval_sets(config)  # a bad held-out file or benchmark name fails now, not after training
     if config.rollback_guarded and config.eval.path is None:
@@ -434,6 +415,7 @@ def start_run(config: Config, resume: bool) -> Run:
             "guards: a rollback restores the checkpoint with the best held-out accuracy; "
             "it needs eval.path and eval.every_steps > 0"
         )
+    engine = build_engine(config, model, ref_model, tokenizer, dp)  # last: it may start a server
 
     # Everything the run reads is loaded and checked: only now is the run directory written,
     # so bad input never leaves a half-made run behind.
@@ -478,9 +460,46 @@ def start_run(config: Config, resume: bool) -> Run:
 
     if config.eval.before and "base" not in run.summary["eval"]:
         evaluate_base_policy(run)
+    open_progress(run)
+    return run
+
+
+def training_problems(config: Config) -> list[Any]:
+    """The recipe's training problems (with their length targets when it samples them)."""
+    problems = load_problems(
+        config.data.path,
+        problem_field=config.data.problem_field,
+        answer_field=config.data.answer_field,
+        split=config.data.split,
+        limit=config.data.limit,
+    )
+    if (targets := config.data.length_targets) is not None:
+        problems = with_length_targets(problems, **targets.model_dump())
+    return problems
+
+
+def build_engine(config: Config, model, ref_model, tokenizer, dp: DataParallel):
+    """The recipe's rollout engine on ``model`` (checked against the run's layout first)."""
+    engine_class = ROLLOUT_ENGINES.get(config.rollout.engine)
+    check_engine(config, engine_class, dp)
+    engine = engine_class(
+        model,
+        tokenizer,
+        batch_size=config.rollout.batch_size,
+        **engine_extras(config, engine_class, ref_model, tokenizer),
+        **config.rollout.engine_options,
+    )
+    if config.train.precision != "fp32":
+        engine = AutocastSampling(engine, config.train.precision, dp.device)
+    return engine
+
+
+def open_progress(run: Run) -> None:
+    """The metrics logger (the main process writes) and the progress bar, from ``run.step``."""
+    config, dp = run.config, run.dp
     run.logger = (
         MetricsLogger(
-            run_dir,
+            run.run_dir,
             tensorboard=config.logging.tensorboard,
             wandb=config.logging.wandb,
             config=config.model_dump(mode="json"),
@@ -495,7 +514,6 @@ def start_run(config: Config, resume: bool) -> Run:
         desc="train",
         disable=not (config.logging.progress and dp.is_main),
     )
-    return run
 
 
 def check_engine(config: Config, engine_class: type, dp: DataParallel) -> None:
