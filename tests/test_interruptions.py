@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -63,14 +64,25 @@ def assert_same_weights(a: dict, b: dict, atol: float) -> None:
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= atol
 
 
-def reference(tiny_overrides, tmp_path) -> dict[str, torch.Tensor]:
-    loop.train(load_config("recipes/demo.yaml", overrides(tiny_overrides, tmp_path / "ref")))
+def reference(tiny_overrides, tmp_path, *extra: str) -> dict[str, torch.Tensor]:
+    config = load_config("recipes/demo.yaml", overrides(tiny_overrides, tmp_path / "ref", *extra))
+    loop.train(config)
     return final_weights(tmp_path / "ref")
 
 
-def test_sigterm_saves_exits_0_and_resumes_exactly(tiny_overrides, tmp_path):
+SAMPLING_AHEAD = (
+    "rollout.max_staleness=1",
+    "rollout.engine=hf-process",
+    "rollout.importance_sampling=token_truncate",
+)
+
+
+@pytest.mark.parametrize("extra", [(), SAMPLING_AHEAD], ids=["sync", "sampling-ahead"])
+def test_sigterm_saves_exits_0_and_resumes_exactly(tiny_overrides, tmp_path, extra):
+    # sampling ahead, the checkpoint holds the round queued for the next step: the resumed run
+    # trains it, as the uninterrupted run does
     run = tmp_path / "run"
-    sets = overrides(tiny_overrides, run, "train.save_every=0")  # no checkpoint on schedule
+    sets = overrides(tiny_overrides, run, "train.save_every=0", *extra)  # no scheduled save
     process = launch(sets)
     assert wait_for_step(process, run, 3)
     process.send_signal(signal.SIGTERM)
@@ -87,7 +99,8 @@ def test_sigterm_saves_exits_0_and_resumes_exactly(tiny_overrides, tmp_path):
     resumed = launch([], resume=run)
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err[-2000:]
-    assert_same_weights(final_weights(run), reference(tiny_overrides, tmp_path), atol=1e-6)
+    expected = reference(tiny_overrides, tmp_path, *extra)
+    assert_same_weights(final_weights(run), expected, atol=1e-6)
     assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == list(range(1, 11))
 
 
