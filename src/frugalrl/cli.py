@@ -103,6 +103,20 @@ def _cmd_export(args: argparse.Namespace) -> None:
     print(f"merged model: {out}")
 
 
+def _cmd_convert(args: argparse.Namespace) -> None:
+    from frugalrl.convert import convert_file
+
+    recipe, report = convert_file(Path(args.config), args.source, args.num_processes)
+    if not args.out:
+        sys.stdout.write(recipe)
+    else:
+        try:
+            Path(args.out).write_text(recipe, encoding="utf-8")
+        except OSError as e:
+            raise UserError(f"cannot write {args.out}: {e.strerror}") from None
+    print("\n".join(report + ([f"recipe: {args.out}"] if args.out else [])), file=sys.stderr)
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from frugalrl.demo.run import run_demo
 
@@ -472,6 +486,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="where to save (default RUN_DIR/merged)")
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("convert", help="an open-r1 / open-rs GRPO config as a frugalrl recipe")
+    p.add_argument("config", help="their recipe YAML (e.g. open-rs's recipes/grpo.yaml)")
+    p.add_argument("-o", "--out", help="write the recipe here (default: stdout)")
+    p.add_argument(
+        "--source",
+        choices=["open-rs", "open-r1"],
+        default="open-rs",
+        help="whose defaults and reward functions the config means (default: open-rs)",
+    )
+    p.add_argument(
+        "--num-processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="training processes it ran with (accelerate's num_processes; open-rs: 3): "
+        "prompts per step = batch x accumulation x N / num_generations",
+    )
+    p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("report", help="compare eval/run directories: table + frontier PNG")
     p.add_argument("paths", nargs="+", help="eval directories, run directories, summary.json")
