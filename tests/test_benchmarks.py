@@ -2,10 +2,12 @@
 
 import importlib.resources
 import json
+import math
 import re
 
 import pytest
 
+from frugalrl.curate.config import DecontaminateConfig
 from frugalrl.errors import UserError
 from frugalrl.eval.benchmarks import BENCHMARKS, Benchmark, load_benchmark, parse_benchmark_list
 from frugalrl.rewards.answer import grade
@@ -17,6 +19,8 @@ COUNTS = {
     "minerva": 272,
     "olympiadbench": 675,
     "gsm8k": 1319,
+    "aime25": 30,
+    "hmmt_feb25": 30,
 }
 
 
@@ -61,6 +65,26 @@ def test_shipped_rows_keep_their_other_fields(shipped):
     assert amc["answer"] == "27" and amc["answer_source"] == 27.0
     assert row(shipped, "test/precalculus/807.json")["level"] == 2
     assert row(shipped, "gsm8k-146")["answer_raw"] == "2,125"
+    aime25 = row(shipped, "aime25-II-1")
+    assert (aime25["contest"], aime25["problem_number"]) == ("AIME 2025 II", 1)
+    assert aime25["source_id"] == "aime_2025_II/1"
+    assert row(shipped, "hmmt_feb25-17")["source_id"] == 17
+
+
+def test_2025_sets_as_the_source_gives_them(shipped):
+    aime25 = shipped["aime25"].problems
+    assert [p["id"] for p in aime25[:2]] == ["aime25-I-1", "aime25-I-2"]
+    assert aime25[-1]["id"] == "aime25-II-15"
+    assert all(p["answer"].isdigit() and 0 <= int(p["answer"]) <= 999 for p in aime25)
+    assert not any(p["answer"] != "0" and p["answer"].startswith("0") for p in aime25)
+    hmmt = [p["id"] for p in shipped["hmmt_feb25"].problems]
+    assert hmmt == [f"hmmt_feb25-{n}" for n in range(1, 31)]
+
+
+def test_decontamination_defaults_to_every_shipped_benchmark():
+    # training data is checked against the 2025 sets too, by name from eval/data
+    assert DecontaminateConfig().benchmarks == list(BENCHMARKS)
+    assert {"aime25", "hmmt_feb25"} <= set(DecontaminateConfig().benchmarks)
 
 
 def test_limit(shipped):
@@ -109,7 +133,7 @@ def one_line_error(spec, *words, **kwargs):
 
 
 def test_unknown_benchmark_lists_the_valid_names():
-    one_line_error("aime25", "aime25", *BENCHMARKS)
+    one_line_error("aime26", "aime26", *BENCHMARKS)
 
 
 def test_missing_file(tmp_path):
@@ -201,7 +225,7 @@ BAD_GOLD = {
 BAD_SOLUTION = {
     "aime24-75": r"boxes \textbf{(073)}: math-verify reads the symbol '073', not 73",
 }
-SOLUTIONS = ["aime24", "math500", "minerva", "gsm8k"]
+SOLUTIONS = ["aime24", "math500", "minerva", "gsm8k"]  # aime25 and hmmt_feb25 have none
 _DOLLAR = re.compile(r"(?<!\\)\$")
 
 
@@ -266,6 +290,37 @@ def test_math500_reference_solutions_all_correct(shipped):
         ("gsm8k-146", r"\boxed{2125}", True),
         ("gsm8k-146", "So she pays 2,125 dollars.\n#### 2,125", True),
         ("gsm8k-146", r"\boxed{2,126}", False),
+        # AIME 2025 golds have no leading zeros ("70"), unlike aime24's
+        ("aime25-I-1", r"\boxed{70}", True),
+        ("aime25-I-1", r"\boxed{070}", True),
+        ("aime25-I-1", r"\boxed{700}", False),
+        # HMMT February 2025: LaTeX golds, graded as values, not as strings
+        ("hmmt_feb25-3", r"\boxed{1/576}", True),
+        ("hmmt_feb25-3", r"\boxed{\frac{1}{567}}", False),
+        ("hmmt_feb25-7", r"\boxed{\frac{9}{\sqrt{23}}}", True),
+        ("hmmt_feb25-7", r"\boxed{\frac{9\sqrt{23}}{24}}", False),
+        ("hmmt_feb25-8", r"\boxed{\frac{\pi-2}{\pi}}", True),
+        ("hmmt_feb25-8", r"\boxed{1-\frac{1}{\pi}}", False),
+        ("hmmt_feb25-17", r"\boxed{26! \cdot 2^{25}}", True),
+        ("hmmt_feb25-17", r"\boxed{2^{25} \times 26!}", True),
+        ("hmmt_feb25-17", rf"\boxed{{{2**25 * math.factorial(26)}}}", True),
+        ("hmmt_feb25-17", r"\boxed{2^{24} \cdot 26!}", False),
+        ("hmmt_feb25-17", r"\boxed{2^{25} \cdot 25!}", False),
+        ("hmmt_feb25-25", r"\boxed{\sqrt{23}-\sqrt{12}}", True),
+        ("hmmt_feb25-25", r"\boxed{\sqrt{23}+2\sqrt{3}}", False),
+        ("hmmt_feb25-30", r"\boxed{\frac{\sqrt{570}}{12}}", True),
+        ("hmmt_feb25-30", r"\boxed{\sqrt{\frac{95}{23}}}", False),
+        # problem 10 asks for two values: both are needed, in any order or notation
+        ("hmmt_feb25-10", r"\boxed{\frac{-1-\sqrt{17}}{2}, \frac{-1+\sqrt{17}}{2}}", True),
+        (
+            "hmmt_feb25-10",
+            r"\boxed{\frac{-1+\sqrt{17}}{2} \text{ and } \frac{-1-\sqrt{17}}{2}}",
+            True,
+        ),
+        ("hmmt_feb25-10", r"\boxed{\frac{-1\pm\sqrt{17}}{2}}", True),
+        ("hmmt_feb25-10", r"\boxed{\frac{-1+\sqrt{17}}{2}}", False),
+        ("hmmt_feb25-10", r"\boxed{\frac{-1+\sqrt{17}}{2}, \frac{-1-\sqrt{17}}{2}, 3}", False),
+        ("hmmt_feb25-10", r"\boxed{\frac{1\pm\sqrt{17}}{2}}", False),
         # LaTeX shorthand in a MATH-500 gold ('\frac43')
         ("test/intermediate_algebra/515.json", r"\boxed{\frac43}", True),
         ("test/intermediate_algebra/515.json", r"\boxed{\frac{4}{3}}", True),
@@ -282,6 +337,11 @@ def test_gold_answers_as_the_snapshot_describes_them(shipped):
     assert row(shipped, "olympiadbench-1618")["is_multiple_answer"] is True
     assert row(shipped, "aime24-67")["answer"] == "025"
     assert row(shipped, "gsm8k-146")["answer"] == "2125"
+    assert row(shipped, "aime25-I-1")["answer"] == "70"
+    assert row(shipped, "hmmt_feb25-10")["answer"] == (
+        r"\frac{-1+\sqrt{17}}{2}, \frac{-1-\sqrt{17}}{2}"
+    )
+    assert row(shipped, "hmmt_feb25-17")["answer"] == r"2^{25} \cdot 26!"
 
 
 # --- the "#### N" answer line (GSM8K's format) -----------------------------------------------

@@ -169,7 +169,16 @@ def test_eval_end_to_end_on_every_shipped_benchmark(tmp_path, tiny_model_dir):
     )
     assert code == 0
     rows = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
-    names = ["aime24", "amc23", "math500", "minerva", "olympiadbench", "gsm8k"]
+    names = [
+        "aime24",
+        "amc23",
+        "math500",
+        "minerva",
+        "olympiadbench",
+        "gsm8k",
+        "aime25",
+        "hmmt_feb25",
+    ]
     assert len(rows) == len(names) * 2 * 2
     assert {r["benchmark"] for r in rows} == set(names)
     for r in rows:

@@ -404,8 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--benchmarks",
         default="aime24,amc23,math500,minerva,olympiadbench",
-        help="comma-separated: aime24, amc23, math500, minerva, olympiadbench, gsm8k, all, "
-        "or a JSONL path (NAME=PATH names it); default: the open-rs five",
+        help="comma-separated: aime24, amc23, math500, minerva, olympiadbench, gsm8k, aime25, "
+        "hmmt_feb25, all, or a JSONL path (NAME=PATH names it); default: the open-rs five",
     )
     p.add_argument("--samples", type=int, default=1, help="k samples per problem (default 1)")
     p.add_argument("--temperature", type=float, default=0.6, help="default 0.6 (open-rs)")

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from frugalrl.config import apply_overrides, format_validation_error, read_yaml_mapping
 from frugalrl.errors import UserError
+from frugalrl.eval.benchmarks import BENCHMARKS
 
 
 class _Section(BaseModel):
@@ -100,9 +101,9 @@ class DedupConfig(_Section):
 
 class DecontaminateConfig(_Section):
     benchmarks: list[str] = Field(
-        default_factory=lambda: ["aime24", "amc23", "math500", "minerva", "olympiadbench", "gsm8k"],
+        default_factory=lambda: list(BENCHMARKS),
         description="Shipped benchmark names (frugalrl.eval.benchmarks) or JSONL paths; a "
-        "problem overlapping any of them is dropped.",
+        "problem overlapping any of them is dropped. Default: every shipped benchmark.",
     )
     ngram: int = Field(
         13,

@@ -26,6 +26,11 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "OlympiadBench, 675 English text-only open-ended olympiad math problems",
     ),
     "gsm8k": ("gsm8k.jsonl", "GSM8K test set, 1319 grade-school word problems"),
+    "aime25": ("aime25.jsonl", "AIME 2025 I and II, 30 problems (integer answers 0-999)"),
+    "hmmt_feb25": (
+        "hmmt_feb25.jsonl",
+        "HMMT February 2025, 30 problems (LaTeX answers: fractions, radicals, one pair of values)",
+    ),
 }
 """Shipped benchmarks: name -> (file name in ``frugalrl/eval/data/``, one-line description)."""
 
