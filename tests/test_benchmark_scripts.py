@@ -177,3 +177,18 @@ def test_async_step_estimate_and_figures(tmp_path):
     got = bench.figures(tmp_path, "async")
     assert got["steps_per_second"] == 0.5 and got["staleness"] == 0.5
     assert got["trainer_idle"] == 0.25 and got["sampler_idle"] == 0.125
+
+
+def test_demo_seeds_table_gives_mean_and_spread():
+    bench = load_benchmark("demo_seeds")
+
+    def summary(base, final):
+        result = {"accuracy_ci95": [0.0, 1.0], "mean_tokens": 80.0}
+        return {
+            "eval": {"base": {**result, "accuracy": base}, "final": {**result, "accuracy": final}}
+        }
+
+    table = bench.seeds_table({1: summary(0.4, 0.7), 2: summary(0.4, 0.8)}).splitlines()
+    assert table[2] == "| 1 | 40.0 [0.0, 100.0] | 70.0 [0.0, 100.0] | +30.0 | 80.0 |"
+    # mean 75, sample standard deviation sqrt(((70-75)^2 + (80-75)^2) / 1) = 7.07
+    assert table[4] == "| mean ± sd (2 seeds) | | 75.0 ± 7.1 | +35.0 ± 7.1 | |"
