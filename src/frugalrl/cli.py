@@ -421,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--engine",
         default="hf",
-        help="rollout engine: hf, hf-generate, vllm (colocated), vllm-server (README: vLLM)",
+        help="rollout engine: hf, hf-generate, vllm (colocated), vllm-server (docs/scale-out.md#vllm-rollouts)",
     )
     p.add_argument(
         "--engine-option",

