@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from frugalrl.errors import UserError
@@ -48,13 +49,35 @@ def _cmd_train(args: argparse.Namespace) -> int | None:
             f"Continue with: frugalrl train --resume {summary['run_dir']}"
         )
         return
-    _print_summary(summary)
+    cards = _write_model_cards(Path(summary["run_dir"]))
+    _print_summary(summary, cards)
     if "stopped" in summary:
         print(
             f"stopped early after step {summary['stopped']['step']}: {summary['stopped']['reason']}"
         )
         return EXIT_GUARD_STOP
     return None
+
+
+def _write_model_cards(run_dir: Path) -> list[Path]:
+    """README.md model cards in final/ and checkpoints/best/, written here because this process
+    still knows the device that trained (the run directory does not record it)."""
+    import torch
+
+    from frugalrl.config import load_config
+    from frugalrl.policy import pick_device
+    from frugalrl.report.model_card import Hardware, write_model_cards
+    from frugalrl.train.distributed import launched_processes
+
+    try:
+        device = pick_device(load_config(run_dir / "config.yaml").train.device)
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+        return write_model_cards(run_dir, Hardware(device.type, launched_processes(), name))
+    except Exception as e:  # a card is a courtesy: a finished run must not fail on it
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            raise
+        print(f"frugalrl: warning: no model card written: {e}", file=sys.stderr)
+        return []
 
 
 def _launch_data_parallel(args: argparse.Namespace) -> int:
@@ -99,8 +122,8 @@ def _cmd_curate(args: argparse.Namespace) -> None:
 def _cmd_export(args: argparse.Namespace) -> None:
     from frugalrl.export import export_merged
 
-    out = export_merged(args.run_dir, args.out, args.dtype)
-    print(f"merged model: {out}")
+    out = export_merged(args.run_dir, args.out, args.dtype, args.eval or ())
+    print(f"merged model: {out} (model card: {out / 'README.md'})")
 
 
 def _cmd_convert(args: argparse.Namespace) -> None:
@@ -127,7 +150,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
         recipe=args.recipe,
         run_name=args.run,
     )
-    _print_summary(summary)
+    _print_summary(summary, _write_model_cards(Path(summary["run_dir"])))
 
 
 def _cmd_rewards(args: argparse.Namespace) -> None:
@@ -325,7 +348,7 @@ def _cmd_report(args: argparse.Namespace) -> None:
         print(f"frontier plot: {png}", file=sys.stderr)
 
 
-def _print_summary(summary: dict) -> None:
+def _print_summary(summary: dict, cards: Sequence[Path] = ()) -> None:
     ev = summary.get("eval", {})
     for label in ("base", "final"):
         if label in ev:
@@ -344,6 +367,8 @@ def _print_summary(summary: dict) -> None:
     wall = summary.get("demo_wall_seconds", summary.get("wall_seconds", 0))
     print(f"steps {summary.get('steps')}  wall {wall:.0f} s")
     print(f"report: {summary.get('report')}")
+    for card in cards:
+        print(f"model card: {card}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -485,6 +510,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path, help="a run directory trained with a peft: section")
     p.add_argument("--out", type=Path, default=None, help="where to save (default RUN_DIR/merged)")
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
+    p.add_argument(
+        "--eval",
+        action="append",
+        type=Path,
+        metavar="EVAL_DIR",
+        help="a frugalrl eval output directory of this model: its results go on the model card "
+        "(repeatable)",
+    )
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("convert", help="an open-r1 / open-rs GRPO config as a frugalrl recipe")

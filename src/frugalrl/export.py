@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from frugalrl.errors import UserError
 from frugalrl.policy import is_adapter_dir, load_policy
+from frugalrl.report.model_card import CARD_FILE, model_card
 from frugalrl.train.checkpoint import list_checkpoints
 
 
@@ -21,13 +23,22 @@ def adapter_source(run_dir: Path) -> Path:
     raise UserError(f"{run_dir}: no LoRA adapters in final/ or checkpoints/ (is it a run dir?)")
 
 
-def export_merged(run_dir: str | Path, out: str | Path | None = None, dtype: str = "auto") -> Path:
+def export_merged(
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    dtype: str = "auto",
+    evals: Sequence[str | Path] = (),
+) -> Path:
     """Merge the adapters into their base model and save model + tokenizer to ``out``
-    (default ``RUN_DIR/merged``), loadable with ``AutoModelForCausalLM.from_pretrained``."""
+    (default ``RUN_DIR/merged``), loadable with ``AutoModelForCausalLM.from_pretrained``, with a
+    model card (README.md) that also shows the results of ``evals`` (``frugalrl eval`` dirs)."""
     run_dir = Path(run_dir)
     source = adapter_source(run_dir)
     out = Path(out) if out is not None else run_dir / "merged"
+    # The card reads everything first: a bad evaluation directory fails before the merge.
+    card = model_card(run_dir, source, out, evals)
     model, tokenizer = load_policy(source, dtype, torch.device("cpu"), adapters="merge")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    (out / CARD_FILE).write_text(card, encoding="utf-8")
     return out
