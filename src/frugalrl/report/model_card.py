@@ -32,6 +32,7 @@ from frugalrl.curate.report import SUMMARY_FILE as CURATION_SUMMARY
 from frugalrl.data import build_messages, load_problems
 from frugalrl.errors import UserError
 from frugalrl.eval.benchmarks import BENCHMARKS
+from frugalrl.eval.summary import format_accuracy
 from frugalrl.policy import is_adapter_dir
 from frugalrl.run_layout import CHECKPOINTS, FINAL
 
@@ -509,24 +510,11 @@ def data_section(run: Run, problems: list[dict[str, Any]] | None) -> list[str]:
     return [*lines, *curation_lines(path), ""]
 
 
-def percent(value: Any) -> str:
-    return f"{100 * value:.1f}" if is_number(value) else "n/a"
-
-
-def accuracy_text(stats: Mapping[str, Any]) -> str:
-    """Accuracy in percent with its 95% CI, one decimal: '74.2 (70.1–78.0)'."""
-    text = percent(stats.get("accuracy"))
-    ci = stats.get("accuracy_ci95")
-    if isinstance(ci, Sequence) and len(ci) == 2 and all(is_number(x) for x in ci):
-        text += f" ({percent(ci[0])}–{percent(ci[1])})"
-    return text
-
-
 def result_row(benchmark: str, model: str, stats: Mapping[str, Any]) -> str:
     n, k = stats.get("num_problems", "n/a"), stats.get("samples_per_problem", "n/a")
     tokens = stats.get("mean_tokens")
     tokens_text = f"{tokens:.1f}" if is_number(tokens) else "n/a"
-    return f"| {benchmark} | {model} | {n} × {k} | {accuracy_text(stats)} | {tokens_text} |"
+    return f"| {benchmark} | {model} | {n} × {k} | {format_accuracy(stats)} | {tokens_text} |"
 
 
 RESULT_HEADER = [
