@@ -34,6 +34,7 @@ from frugalrl.errors import UserError
 from frugalrl.eval.benchmarks import BENCHMARKS
 from frugalrl.eval.summary import format_accuracy
 from frugalrl.policy import is_adapter_dir
+from frugalrl.report.run_report import read_json
 from frugalrl.run_layout import CHECKPOINTS, FINAL
 
 CARD_FILE = "README.md"  # the Hub renders a repository's README.md as its model card
@@ -156,14 +157,9 @@ def model_card(
 # --- reading the run ------------------------------------------------------------------------
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
+def read_object(path: Path) -> dict[str, Any] | None:
     """A JSON object from ``path``; None when there is none (a file is optional until needed)."""
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path} is not valid JSON: {e}") from None
+    data = read_json(path)
     return data if isinstance(data, dict) else None
 
 
@@ -174,7 +170,7 @@ def read_run(run_dir: Path) -> Run:
     if not path.is_file():
         raise UserError(f"{path} not found (is {run_dir} a run directory?)")
     config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    return Run(run_dir, config, read_json(run_dir / SUMMARY_FILE) or {})
+    return Run(run_dir, config, read_object(run_dir / SUMMARY_FILE) or {})
 
 
 def resolve_weights(run: Run, source: Path, folder: Path) -> Weights:
@@ -203,7 +199,7 @@ def stats_results(data: Mapping[str, Any]) -> list[Result]:
 def run_results(run: Run, label: str) -> EvalSet:
     """The run's own evaluation ``label`` (base, final, step-000050): ``eval/<label>/``, which
     holds every benchmark, else the held-out statistics summary.json keeps."""
-    data = read_json(run.run_dir / "eval" / label / SUMMARY_FILE)
+    data = read_object(run.run_dir / "eval" / label / SUMMARY_FILE)
     if data is not None:
         return EvalSet(f"`eval/{label}/`", stats_results(data), data.get("settings") or {})
     stats = (run.summary.get("eval") or {}).get(label)
@@ -227,7 +223,7 @@ def own_results(run: Run, w: Weights) -> EvalSet:
 
 def read_eval_dir(path: Path) -> EvalSet:
     """A ``frugalrl eval`` output directory given with the weights (``export --eval``)."""
-    data = read_json(path / SUMMARY_FILE)
+    data = read_object(path / SUMMARY_FILE)
     if data is None or not isinstance(data.get("benchmarks"), Mapping):
         raise UserError(f"{path}: no {SUMMARY_FILE} of frugalrl eval here (an evaluation dir?)")
     model = f" of `{data['model']}`" if data.get("model") else ""
@@ -477,7 +473,7 @@ def training_section(run: Run) -> list[str]:
 def curation_lines(data_path: str) -> list[str]:
     """The curation summary ``frugalrl curate`` wrote beside the data file, if it did."""
     path = Path(data_path)
-    summary = read_json(path.parent / CURATION_SUMMARY) if path.name == "data.jsonl" else None
+    summary = read_object(path.parent / CURATION_SUMMARY) if path.name == "data.jsonl" else None
     if not summary or not isinstance(summary.get("stages"), list):
         return []
     lines = [
@@ -653,7 +649,7 @@ def cost_section(run: Run, hardware: Hardware | None) -> list[str]:
 
 
 def has_chat_template(folder: Path) -> bool:
-    config = read_json(folder / "tokenizer_config.json") or {}
+    config = read_object(folder / "tokenizer_config.json") or {}
     return (folder / "chat_template.jinja").is_file() or bool(config.get("chat_template"))
 
 

@@ -73,14 +73,21 @@ def write_run_report(run_dir: str | Path) -> Path:
     return report
 
 
-def _read_summary(path: Path) -> dict | None:
-    """summary.json as a dict, or None if there is none (a run still going, or one that died)."""
+def read_json(path: Path) -> Any:
+    """The JSON in ``path``; None if there is no such file; invalid JSON is a one-line error."""
     if not path.is_file():
         return None
     try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise UserError(f"{path} is not valid JSON: {e}") from None
+
+
+def _read_summary(path: Path) -> dict | None:
+    """summary.json as a dict, or None if there is none (a run still going, or one that died)."""
+    summary = read_json(path)
+    if summary is None:
+        return None
     if not isinstance(summary, dict):
         raise UserError(f"{path} should hold a JSON object")
     return summary

@@ -132,10 +132,9 @@ def collect_rollouts(
             None if seeds is None else [seeds[i] for i in mine],
         )
         return ScoredGroups.concat(dp.gather(part), concurrent=True)
-    r = config.rollout
-    params = SamplingParams(r.temperature, r.top_p, r.max_completion_tokens)
     t0 = time.perf_counter()
-    groups = engine.generate(prompt_ids, r.num_generations, params, seeds=seeds)
+    n = config.rollout.num_generations
+    groups = engine.generate(prompt_ids, n, sampling_params(config), seeds=seeds)
     return score_groups(problems, prompt_ids, groups, scorer, time.perf_counter() - t0)
 
 
